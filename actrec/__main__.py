@@ -1,0 +1,3 @@
+from actrec.cli import main
+
+main()

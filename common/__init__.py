@@ -1,0 +1,1 @@
+"""What both stages share: the cache format, devices, seeding, logging and CLI glue."""

@@ -1,0 +1,557 @@
+"""The HDF5 feature cache: the one module that spells its paths (see DESIGN.md, "The cache").
+
+Ragged layout: every stored frame of every video is one row of ``/features``; ``/videos/*`` says
+where each video's rows are. Videos are always stored sorted by id, so a cache depends only on
+what was extracted, never on the order or the number of processes that extracted it.
+
+Writing is crash-safe by construction: a cache file is written under a temporary name and renamed
+into place when complete, and an extraction in progress keeps its finished videos in a
+:class:`PartialCache` folder of segment files, each also renamed into place when complete.
+HDF5 itself is not safe against ``kill -9`` in the middle of a write, so nothing ever writes into
+a file that is already visible under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from actrec.common.errors import CacheError
+
+FORMAT_VERSION = 1
+
+# Root attributes that change the features: two caches (or a cache and a rerun) may only be
+# combined when these agree. Stored as the `fingerprint` attribute.
+FINGERPRINT_KEYS = (
+    "backbone",
+    "weights",
+    "input_size",
+    "mean",
+    "std",
+    "resize",
+    "sampling",
+    "dtype",
+    "precision",
+)
+
+_STR = h5py.string_dtype("utf-8")
+_CHUNK_BYTES = 1 << 20  # about 1 MiB of features per HDF5 chunk
+
+
+def fingerprint(attrs: dict[str, Any]) -> str:
+    """A short hash of the attributes that change the features (`FINGERPRINT_KEYS`)."""
+    relevant = {k: _plain(attrs[k]) for k in FINGERPRINT_KEYS if k in attrs}
+    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-comparable form of an attribute value (h5py returns numpy types and arrays)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class Video:
+    """One item's features and where it came from."""
+
+    id: str
+    features: np.ndarray  # (T, D)
+    timestamps: np.ndarray  # (T,) seconds
+    label: str = ""  # class name; "" where unknown
+    split: str = ""
+    group: str = ""
+    fps: float = float("nan")
+
+    def __post_init__(self) -> None:
+        assert self.features.ndim == 2, (
+            f"features of {self.id} must be (T, D), got {self.features.shape}"
+        )
+        assert self.timestamps.shape == (len(self.features),), (
+            f"timestamps of {self.id} must be ({len(self.features)},), got {self.timestamps.shape}"
+        )
+
+
+@dataclass
+class Index:
+    """The per-video table of a cache, in memory (small: a few numbers per video)."""
+
+    ids: list[str]
+    start: np.ndarray  # (V,) int64
+    length: np.ndarray  # (V,) int64
+    label: np.ndarray  # (V,) int64, -1 where unknown
+    split: list[str]
+    group: list[str]
+    fps: np.ndarray  # (V,) float64
+    classes: list[str]
+    failed: dict[str, str] = field(default_factory=dict)  # id -> error
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def label_name(self, i: int) -> str:
+        return self.classes[self.label[i]] if self.label[i] >= 0 else ""
+
+
+class Cache:
+    """A read-only cache. Open it with :func:`open_cache`; it closes with the ``with`` block."""
+
+    def __init__(self, path: str | os.PathLike, handle: h5py.File) -> None:
+        self.path = Path(path)
+        self._f = handle
+        self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
+        version = self.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.path}: cache format_version {version!r}, this actrec reads {FORMAT_VERSION}; "
+                "re-extract it with this version"
+            )
+        videos = handle["videos"]
+        classes = [str(c) for c in handle["classes"].asstr()[...]]
+        failed_ids = [str(s) for s in handle["failed/id"].asstr()[...]]
+        failed_err = [str(s) for s in handle["failed/error"].asstr()[...]]
+        self.index = Index(
+            ids=[str(s) for s in videos["id"].asstr()[...]],
+            start=videos["start"][...].astype(np.int64),
+            length=videos["length"][...].astype(np.int64),
+            label=videos["label"][...].astype(np.int64),
+            split=[str(s) for s in videos["split"].asstr()[...]],
+            group=[str(s) for s in videos["group"].asstr()[...]],
+            fps=videos["fps"][...].astype(np.float64),
+            classes=classes,
+            failed=dict(zip(failed_ids, failed_err, strict=True)),
+        )
+        self._row = {vid: i for i, vid in enumerate(self.index.ids)}
+
+    # -- what is in it ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self._f["features"].shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._f["features"].dtype
+
+    @property
+    def total_frames(self) -> int:
+        return int(self._f["features"].shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.attrs.get("fingerprint", ""))
+
+    @property
+    def chunk_rows(self) -> int:
+        chunks = self._f["features"].chunks
+        return int(chunks[0]) if chunks else self.total_frames
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._row
+
+    def position(self, video_id: str) -> int:
+        return self._row[video_id]
+
+    # -- reading ----------------------------------------------------------------------------
+    def features(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of video ``i`` (all of them by default): one slice read."""
+        first, n = int(self.index.start[i]), int(self.index.length[i])
+        stop = n if stop is None else min(stop, n)
+        return self._f["features"][first + start : first + stop]
+
+    def timestamps(self, i: int) -> np.ndarray:
+        first, n = int(self.index.start[i]), int(self.index.length[i])
+        return self._f["timestamps"][first : first + n]
+
+    def all_features(self) -> np.ndarray:
+        """Every row in one read: (total_frames, D)."""
+        return self._f["features"][...]
+
+    def all_timestamps(self) -> np.ndarray:
+        return self._f["timestamps"][...]
+
+    def video(self, i: int) -> Video:
+        ix = self.index
+        return Video(
+            id=ix.ids[i],
+            features=self.features(i),
+            timestamps=self.timestamps(i),
+            label=ix.label_name(i),
+            split=ix.split[i],
+            group=ix.group[i],
+            fps=float(ix.fps[i]),
+        )
+
+    def videos(self) -> Iterator[Video]:
+        for i in range(len(self)):
+            yield self.video(i)
+
+    # -- checking ---------------------------------------------------------------------------
+    def verify(self, check_values: bool = True) -> list[str]:
+        """Problems found (an empty list for a sound cache)."""
+        ix, problems = self.index, []
+        n_rows = self.total_frames
+        if len(set(ix.ids)) != len(ix.ids):
+            problems.append("duplicate video ids")
+        if ix.ids != sorted(ix.ids):
+            problems.append("videos are not sorted by id")
+        if len(ix.ids) and (np.any(ix.length <= 0) or np.any(ix.start < 0)):
+            problems.append("a video has no rows or a negative start")
+        expected_start = (
+            np.concatenate([[0], np.cumsum(ix.length)[:-1]]) if len(ix.ids) else ix.start
+        )
+        if not np.array_equal(ix.start, expected_start):
+            problems.append("/videos/start does not follow /videos/length")
+        if int(ix.length.sum()) != n_rows:
+            problems.append(
+                f"lengths add up to {int(ix.length.sum())} rows, /features has {n_rows}"
+            )
+        if self._f["timestamps"].shape != (n_rows,):
+            problems.append("/timestamps and /features differ in length")
+        if len(ix.label) and (ix.label.max(initial=-1) >= len(ix.classes) or ix.label.min() < -1):
+            problems.append("a label is outside /classes")
+        if ix.classes != sorted(ix.classes):
+            problems.append("/classes is not sorted")
+        if set(ix.failed) & set(ix.ids):
+            problems.append("an id is both stored and failed")
+        if self.fingerprint != fingerprint(self.attrs):
+            problems.append("the fingerprint does not match the root attributes")
+        if check_values and not problems:
+            problems += self._verify_values()
+        return problems
+
+    def _verify_values(self) -> list[str]:
+        problems = []
+        step = max(self.chunk_rows, 1) * 16
+        for first in range(0, self.total_frames, step):
+            block = self._f["features"][first : first + step]
+            if not np.isfinite(block).all():
+                problems.append(f"non-finite features in rows {first}..{first + len(block) - 1}")
+                break
+        ts = self.all_timestamps()
+        for i, vid in enumerate(self.index.ids):
+            s, n = int(self.index.start[i]), int(self.index.length[i])
+            if n > 1 and np.any(np.diff(ts[s : s + n]) <= 0):
+                problems.append(f"{vid}: timestamps are not increasing")
+        return problems
+
+
+@contextmanager
+def open_cache(path: str | os.PathLike) -> Iterator[Cache]:
+    """Open a finished cache for reading; the handle is closed however the block ends."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (an extraction in progress: rerun the same command to finish it)"
+        raise CacheError(f"{path}: no such cache" + (hint if partial_dir(path).exists() else ""))
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise CacheError(f"{path}: not a readable HDF5 cache ({e})") from None
+    try:
+        if "features" not in handle or "videos" not in handle:
+            raise CacheError(f"{path}: an HDF5 file but not an actrec cache (no /features)")
+        yield Cache(path, handle)
+    finally:
+        handle.close()
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_cache(
+    path: str | os.PathLike,
+    videos: Iterable[Video],
+    attrs: dict[str, Any],
+    *,
+    dim: int,
+    dtype: str = "float16",
+    classes: Sequence[str] | None = None,
+    failed: dict[str, str] | None = None,
+) -> Path:
+    """Write a complete cache atomically (a temporary file, renamed into place when done).
+
+    ``videos`` may be a generator, so that a cache larger than memory streams through; they
+    must come sorted by id. ``classes`` defaults to the labels seen. ``attrs`` are the root
+    attributes; ``format_version``, ``dtype``, ``created`` and ``fingerprint`` are filled in.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    failed = dict(failed or {})
+    dtype_np = np.dtype(dtype)
+    chunk_rows = max(1, min(4096, _CHUNK_BYTES // max(1, dim * dtype_np.itemsize)))
+    rows: dict[str, list] = {k: [] for k in ("id", "length", "label", "split", "group", "fps")}
+    try:
+        with h5py.File(tmp, "w") as f:
+            feats = f.create_dataset(
+                "features", (0, dim), dtype=dtype_np, maxshape=(None, dim), chunks=(chunk_rows, dim)
+            )
+            times = f.create_dataset(
+                "timestamps", (0,), dtype=np.float64, maxshape=(None,), chunks=(chunk_rows,)
+            )
+            n = 0
+            previous = None
+            for v in videos:
+                if previous is not None and v.id <= previous:
+                    raise ValueError(f"videos must come sorted by id: {v.id!r} after {previous!r}")
+                previous = v.id
+                assert v.features.shape[1] == dim, (
+                    f"{v.id}: dimension {v.features.shape[1]}, cache {dim}"
+                )
+                t = len(v.features)
+                feats.resize(n + t, axis=0)
+                feats[n : n + t] = v.features.astype(dtype_np, copy=False)
+                times.resize(n + t, axis=0)
+                times[n : n + t] = v.timestamps
+                n += t
+                for key, value in (
+                    ("id", v.id), ("length", t), ("label", v.label), ("split", v.split),
+                    ("group", v.group), ("fps", v.fps),
+                ):  # fmt: skip
+                    rows[key].append(value)
+                failed.pop(v.id, None)  # stored now: an earlier failure no longer stands
+            names = sorted(
+                set(classes if classes is not None else []) | {x for x in rows["label"] if x}
+            )
+            lookup = {c: i for i, c in enumerate(names)}
+            lengths = np.asarray(rows["length"], dtype=np.int64)
+            g = f.create_group("videos")
+            g.create_dataset("id", data=np.array(rows["id"], dtype=object), dtype=_STR)
+            g.create_dataset(
+                "start",
+                data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+                if len(lengths)
+                else lengths,
+            )
+            g.create_dataset("length", data=lengths)
+            g.create_dataset(
+                "label", data=np.array([lookup.get(x, -1) for x in rows["label"]], dtype=np.int64)
+            )
+            g.create_dataset("split", data=np.array(rows["split"], dtype=object), dtype=_STR)
+            g.create_dataset("group", data=np.array(rows["group"], dtype=object), dtype=_STR)
+            g.create_dataset("fps", data=np.asarray(rows["fps"], dtype=np.float64))
+            f.create_dataset("classes", data=np.array(names, dtype=object), dtype=_STR)
+            fail_ids = sorted(failed)
+            f.create_dataset("failed/id", data=np.array(fail_ids, dtype=object), dtype=_STR)
+            f.create_dataset(
+                "failed/error",
+                data=np.array([failed[i] for i in fail_ids], dtype=object),
+                dtype=_STR,
+            )
+            root = {**attrs, "format_version": FORMAT_VERSION, "dtype": str(dtype_np)}
+            root.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            root["fingerprint"] = fingerprint(root)
+            for k, v in root.items():
+                f.attrs[k] = _attr_value(v)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def combine(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    attrs: dict[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    failed: dict[str, str] | None = None,
+) -> Path:
+    """Join caches (shards, segments, an older cache) into one, sorted by id, atomically.
+
+    All inputs must share a fingerprint. A video found in several inputs is stored once (they
+    hold the same features). Failures stand only where no input stored the video. Features are
+    copied video by video, so memory stays bounded whatever the sizes.
+    """
+    if not inputs:
+        raise CacheError("nothing to combine: no input caches")
+    with _open_all(inputs) as caches:
+        prints = {c.fingerprint for c in caches}
+        if len(prints) > 1:
+            detail = ", ".join(f"{c.path.name}={c.fingerprint}" for c in caches)
+            raise CacheError(f"cannot combine caches made with different settings ({detail})")
+        dims = {c.dim for c in caches if len(c)}
+        if len(dims) > 1:
+            raise CacheError(f"cannot combine caches of different dimensions {sorted(dims)}")
+        owner: dict[str, tuple[Cache, int]] = {}
+        for c in caches:
+            for i, vid in enumerate(c.index.ids):
+                owner.setdefault(vid, (c, i))
+        all_failed: dict[str, str] = {}
+        for c in caches:
+            all_failed.update(c.index.failed)
+        all_failed.update(failed or {})
+        first = caches[0]
+        root = dict(first.attrs if attrs is None else attrs)
+        for key in ("format_version", "fingerprint"):
+            root.pop(key, None)
+        names = set(classes or [])
+        for c in caches:
+            names |= set(c.index.classes)
+        dim = dims.pop() if dims else int(attrs.get("dim", 0) if attrs else first.dim)
+        videos = (owner[vid][0].video(owner[vid][1]) for vid in sorted(owner))
+        return write_cache(
+            out,
+            videos,
+            root,
+            dim=dim,
+            dtype=str(first.dtype),
+            classes=sorted(names),
+            failed=all_failed,
+        )
+
+
+@contextmanager
+def _open_all(paths: Sequence[str | os.PathLike]) -> Iterator[list[Cache]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(open_cache(p)) for p in paths]
+
+
+# -- an extraction in progress ------------------------------------------------------------------
+
+
+def partial_dir(path: str | os.PathLike) -> Path:
+    """Where the finished part of an unfinished extraction into ``path`` lives."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+class PartialCache:
+    """The finished part of an extraction in progress, as segment files in ``CACHE.h5.partial/``.
+
+    Each segment is a small complete cache written atomically, so a crash at any moment leaves
+    only whole segments (and perhaps a stray temporary file, ignored and removed). ``meta.json``
+    holds the root attributes, so a rerun with other settings is refused before any work.
+    """
+
+    def __init__(
+        self, cache_path: str | os.PathLike, attrs: dict[str, Any], dim: int, dtype: str
+    ) -> None:
+        self.cache_path = Path(cache_path)
+        self.dir = partial_dir(cache_path)
+        self.attrs = {**attrs, "dtype": str(np.dtype(dtype))}
+        self.dim = dim
+        self.dtype = str(np.dtype(dtype))
+        self.fingerprint = fingerprint({**self.attrs, "format_version": FORMAT_VERSION})
+
+    def start(self) -> None:
+        """Create the folder, or check that an existing one was made with the same settings."""
+        meta = self.dir / "meta.json"
+        if meta.exists():
+            theirs = json.loads(meta.read_text())
+            if theirs.get("fingerprint") != self.fingerprint:
+                raise CacheError(
+                    f"{self.dir}: an unfinished extraction made with other settings "
+                    f"({_differences(theirs.get('attrs', {}), self.attrs)}); rerun it with its own "
+                    "settings, or delete that folder to start again"
+                )
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        body = {"fingerprint": self.fingerprint, "dim": self.dim, "attrs": _jsonable(self.attrs)}
+        _atomic_write_text(meta, json.dumps(body, indent=1))
+
+    def segments(self) -> list[Path]:
+        for stray in self.dir.glob("*.tmp*"):
+            stray.unlink(missing_ok=True)
+        return sorted(self.dir.glob("segment-*.h5"))
+
+    def done(self) -> tuple[set[str], dict[str, str]]:
+        """Ids already stored, and failures already recorded, in the segments."""
+        stored, failed = set(), {}
+        for seg in self.segments():
+            with open_cache(seg) as c:
+                stored.update(c.index.ids)
+                failed.update(c.index.failed)
+        return stored, failed
+
+    def add(self, videos: Sequence[Video], failed: dict[str, str] | None = None) -> Path | None:
+        """Store finished videos (and failures) as one new segment, durably, before returning."""
+        if not videos and not failed:
+            return None
+        existing = self.segments()
+        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        seg = self.dir / f"segment-{number:06d}.h5"
+        ordered = sorted(videos, key=lambda v: v.id)
+        write_cache(seg, ordered, self.attrs, dim=self.dim, dtype=self.dtype, failed=failed)
+        return seg
+
+    def finish(self, *, classes: Sequence[str], extra_inputs: Sequence[Path] = ()) -> Path:
+        """Combine the segments (and e.g. an older cache) into the cache, then remove the folder."""
+        inputs = [*extra_inputs, *self.segments()]
+        if not inputs:  # nothing at all was extracted: still write an empty, valid cache
+            write_cache(
+                self.cache_path, [], self.attrs, dim=self.dim, dtype=self.dtype, classes=classes
+            )
+        else:
+            combine(inputs, self.cache_path, attrs=self.attrs, classes=classes)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.cache_path
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = [k for k in FINGERPRINT_KEYS if _plain(old.get(k)) != _plain(_jsonable(new.get(k)))]
+    return (
+        ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys)
+        or "settings differ"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def check_compatible(path: str | os.PathLike, expected_fingerprint: str) -> None:
+    """Refuse to extend an existing cache made with other settings."""
+    with open_cache(path) as c:
+        if c.fingerprint != expected_fingerprint:
+            raise CacheError(
+                f"{path}: this cache was made with other settings (fingerprint {c.fingerprint}, "
+                f"now {expected_fingerprint}): write to another file, or delete it to start again"
+            )

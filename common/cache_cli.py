@@ -1,0 +1,88 @@
+"""`actrec inspect` and `actrec merge`: commands on caches, whichever stage wrote them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from actrec.common.cache import combine, open_cache
+from actrec.common.errors import CacheError
+
+
+def summarize(path: str | Path) -> str:
+    """A human-readable summary of a cache."""
+    with open_cache(path) as c:
+        ix, a = c.index, c.attrs
+        labelled = ix.label >= 0
+        lines = [
+            f"cache      {c.path}",
+            f"videos     {len(c)} ({int(labelled.sum())} labelled), {len(ix.failed)} failed",
+            f"frames     {c.total_frames} (per video: min {ix.length.min(initial=0)}, "
+            f"median {int(np.median(ix.length)) if len(c) else 0}, max {ix.length.max(initial=0)})",
+            f"dimension  {c.dim} ({c.dtype})",
+            f"classes    {len(ix.classes)}: {', '.join(ix.classes[:12])}{' ...' if len(ix.classes) > 12 else ''}",
+        ]
+        splits = sorted({s for s in ix.split if s})
+        if splits:
+            counts = ", ".join(f"{s} {ix.split.count(s)}" for s in splits)
+            lines.append(f"splits     {counts}")
+        for key in ("backbone", "weights", "input_size", "sampling", "precision", "created"):
+            if key in a:
+                lines.append(f"{key:<10} {a[key]}")
+        lines.append(f"fingerprint {c.fingerprint}")
+        for vid, err in sorted(ix.failed.items()):
+            lines.append(f"failed     {vid}: {err}")
+        return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Also check the index, timestamps and values; exit 1 on problems.",
+)
+def inspect(cache: Path, verify: bool) -> None:
+    """Summarise a cache: videos, classes, frames, dimension, backbone, failures.
+
+    Example: actrec inspect feats.h5 --verify
+    """
+    click.echo(summarize(cache))
+    if verify:
+        with open_cache(cache) as c:
+            problems = c.verify()
+        if problems:
+            for p in problems:
+                click.echo(f"problem    {p}", err=True)
+            raise SystemExit(1)
+        click.echo("verify     ok")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument(
+    "shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cache to write.",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def merge(shards: tuple[Path, ...], output: Path, force: bool) -> None:
+    """Join the shards of a distributed extraction into one cache, sorted by video id.
+
+    The shards must have been made with the same settings (fingerprint). The result equals a
+    single-process extraction of the same source.
+
+    Example: actrec merge feats.shard0of2.h5 feats.shard1of2.h5 -o feats.h5
+    """
+    if output.exists() and not force:
+        raise CacheError(f"{output} exists: pass --force to overwrite it")
+    if output.resolve() in {s.resolve() for s in shards}:
+        raise CacheError(f"{output} is one of the shards: write the merged cache elsewhere")
+    combine(list(shards), output)
+    click.echo(summarize(output))

@@ -1,0 +1,1 @@
+"""Stage one: find videos, decode, sample frames, run a frozen backbone, write the cache."""
