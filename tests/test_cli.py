@@ -1,0 +1,37 @@
+"""The command line as a whole: every command has help with an example and is in the README."""
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from actrec import __version__
+from actrec.cli import COMMANDS, main
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_group_help_lists_every_command():
+    result = CliRunner().invoke(main, ["-h"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert re.search(rf"^\s+{name}\s", result.output, re.M), name
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_has_help_with_an_example(name):
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, f"`actrec {name} --help` gives no example"
+    assert f"actrec {name}" in README.read_text(), f"README does not document `actrec {name}`"
+
+
+def test_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(main, ["extrct"])
+    assert result.exit_code == 2 and "No such command" in result.output
