@@ -1,0 +1,154 @@
+"""`actrec import`, `train`, `evaluate`, `report`: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from actrec.temporal.heads import list_heads
+
+_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CACHE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_RUN = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command("import", context_settings=_CTX)
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The cache to write.")  # fmt: skip
+@click.option("--fps", type=float, default=None,
+              help="Frames per second of the sequences, for timestamps in seconds.")  # fmt: skip
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
+              help="Stored precision [default: float16 if every array is, else float32].")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def import_(source: Path, output: Path, fps: float | None, dtype: str | None, force: bool) -> None:
+    """Turn .npy sequences made elsewhere into a cache that every command here reads.
+
+    SOURCE is a folder of class folders (SOURCE/<class>/<item>.npy, each an array [T, D]) or a
+    CSV manifest with columns path,label[,split][,group].
+
+    Example: actrec import my_features/ -o feats.h5
+    """
+    from actrec.common.cache_cli import summarize
+    from actrec.temporal.importer import import_sequences
+
+    import_sequences(source, output, fps=fps, dtype=dtype, force=force)
+    click.echo(summarize(output))
+
+
+@click.command(context_settings=_CTX)
+@click.argument("cache", type=_CACHE)
+@click.option("--head", type=click.Choice(list_heads()), default="gru", show_default=True,
+              help="The temporal head.")  # fmt: skip
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The run folder to create.")  # fmt: skip
+@click.option(
+    "--epochs", default=30, show_default=True, help="At most; early stopping may end sooner."
+)
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", default=0.05, show_default=True, help="AdamW, on weight matrices.")
+@click.option("--batch-size", default=64, show_default=True, help="Sequences per step.")
+@click.option("--hidden", default=256, show_default=True, help="Width after the input projection.")
+@click.option("--layers", type=int, default=None,
+              help="Recurrent layers / TCN blocks / encoder layers [default: the head's own].")  # fmt: skip
+@click.option("--bidirectional/--unidirectional", default=False, show_default=True,
+              help="gru and lstm: read the sequence both ways.")  # fmt: skip
+@click.option("--dropout", default=0.3, show_default=True)
+@click.option("--delta/--no-delta", default=False, show_default=True,
+              help="Add differences between neighbouring frames to the input.")  # fmt: skip
+@click.option("--clip-len", default=32, show_default=True,
+              help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
+@click.option("--eval-windows", default=0, show_default=True,
+              help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
+@click.option("--label-smoothing", default=0.1, show_default=True)
+@click.option("--patience", default=8, show_default=True,
+              help="Epochs without a better validation accuracy before stopping; 0 = never.")  # fmt: skip
+@click.option("--val-fraction", default=0.15, show_default=True,
+              help="Held out for validation when the cache has no val split.")  # fmt: skip
+@click.option("--test-fraction", default=0.15, show_default=True,
+              help="Held out for test when the cache has no split column.")  # fmt: skip
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the split itself.")
+@click.option("--seed", default=0, show_default=True, help="Initialisation, dropout, batch order.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--lazy/--in-memory", default=None,
+              help="Read windows from disk in workers [default: when the cache will not fit in memory].")  # fmt: skip
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers when lazy.")
+@click.option("--force", is_flag=True, help="Replace the run folder if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(cache: Path, output: Path, quiet: bool, **options) -> None:
+    """Train a temporal head on a cache into a run folder, then evaluate it on test.
+
+    Keeps the checkpoint with the best validation accuracy; writes config.json, model.pt,
+    history.csv, metrics.json, predictions.csv, confusion.csv, report.md and report.html.
+
+    Example: actrec train feats.h5 --head gru -o runs/gru
+    """
+    from actrec.temporal.train import TrainConfig
+    from actrec.temporal.train import train as train_run
+
+    config = TrainConfig.from_dict({**options, "cache": str(cache), "out": str(output),
+                                    "progress": not quiet})  # fmt: skip
+    run = train_run(config)
+    metrics = json.loads((run / "metrics.json").read_text())
+    click.echo(f"{metrics['split']} accuracy {metrics['accuracy']:.4f}  "
+               f"macro F1 {metrics['f1_macro']:.4f}  ({metrics['n_samples']} videos)")  # fmt: skip
+    click.echo(f"report: {run / 'report.html'}")
+
+
+@click.command(context_settings=_CTX)
+@click.argument("run", type=_RUN)
+@click.option("--cache", type=_CACHE, default=None, help="[default: the cache the run trained on]")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test",
+              show_default=True)  # fmt: skip
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write metrics.json, predictions.csv and confusion.csv into this folder.")  # fmt: skip
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
+def evaluate(run: Path, cache: Path | None, split: str, output: Path | None, device: str,
+             as_json: bool) -> None:  # fmt: skip
+    """Metrics of a trained run on a split of a cache.
+
+    Example: actrec evaluate runs/gru --cache other_feats.h5 --split all
+    """
+    from actrec.common.errors import ActrecError
+    from actrec.temporal.evaluate import evaluate_run
+
+    if output is not None and output.resolve() == run.resolve():
+        raise ActrecError(f"{output} is the run folder: write the evaluation elsewhere")
+    m = evaluate_run(run, cache=cache, split=split, out_dir=output, device=device)
+    if as_json:
+        click.echo(json.dumps(m, indent=1))
+        return
+    click.echo(f"{m['split']}: {m['n_samples']} videos")
+    for key in ("accuracy", "balanced_accuracy", "top5_accuracy", "precision_macro",
+                "recall_macro", "f1_macro"):  # fmt: skip
+        click.echo(f"{key:<18} {m[key]:.4f}")
+
+
+@click.command(context_settings=_CTX)
+@click.argument("runs", nargs=-1, required=True, type=_RUN)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where a leaderboard goes [default: the runs' common parent folder].")  # fmt: skip
+def report(runs: tuple[Path, ...], output: Path | None) -> None:
+    """The report of one run, or a leaderboard of several (mean ± std over seeds).
+
+    Rewrites each run's report.md and report.html; with several runs also writes
+    leaderboard.md and leaderboard.html and prints the leaderboard.
+
+    Example: actrec report runs/gru runs/mean
+    """
+    from actrec.temporal.report import leaderboard_text, write_leaderboard, write_report
+
+    for run in runs:
+        _, html_path = write_report(run)
+        click.echo(f"report: {html_path}")
+    if len(runs) > 1:
+        out = output or Path(os.path.commonpath([r.resolve() for r in runs]))
+        if out in {r.resolve() for r in runs}:
+            out = out.parent
+        click.echo(leaderboard_text(list(runs)))
+        _, html_path = write_leaderboard(list(runs), out)
+        click.echo(f"leaderboard: {html_path}")

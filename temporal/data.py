@@ -1,0 +1,409 @@
+"""Sequences from a cache: in memory as one tensor, splits, and batches built by index arithmetic.
+
+A batch is planned first (which videos, which window of each) by :class:`ClipSampler`, from a
+seeded generator; then rows are gathered either from the in-memory tensor with one indexing
+operation (:func:`gather`) or, for caches larger than memory, read from HDF5 in DataLoader
+workers (:class:`LazyBatches`). Both follow the same plan, so they give the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actrec.common.cache import open_cache
+from actrec.common.errors import ActrecError
+
+SPLITS = ("train", "val", "test")
+_SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+_STATS_BLOCK = 1 << 16  # rows per block when summing statistics (same blocks in memory and lazy)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Sequences:
+    """A cache's index, and its features as one (rows, D) tensor unless ``lazy``."""
+
+    path: Path
+    ids: list[str]
+    start: np.ndarray  # (V,) int64 first row of each video
+    length: np.ndarray  # (V,) int64
+    label: np.ndarray  # (V,) int64, -1 where unknown
+    split: list[str]
+    group: list[str]
+    classes: list[str]
+    dim: int
+    fingerprint: str
+    attrs: dict
+    chunk_rows: int
+    features: torch.Tensor | None  # (rows, D) in the cache's dtype; None when lazy
+
+    @property
+    def lazy(self) -> bool:
+        return self.features is None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable on Linux; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def load_sequences(
+    path: str | os.PathLike, lazy: bool | None = None, log: Callable[[str], None] = _stderr
+) -> Sequences:
+    """Read a cache's index, and unless lazy all its features in one read.
+
+    ``lazy=None`` decides by size: lazy when the features would take more than half the memory
+    available now.
+    """
+    with open_cache(path) as c:
+        ix = c.index
+        nbytes = c.total_frames * c.dim * c.dtype.itemsize
+        if lazy is None:
+            lazy = nbytes > available_memory() // 2
+            if lazy:
+                log(f"{path}: {nbytes / 2**30:.1f} GiB of features will not fit in memory: "
+                    "reading windows from disk (--lazy)")  # fmt: skip
+        features = None if lazy else torch.from_numpy(c.all_features())  # (rows, D)
+        return Sequences(
+            path=Path(path), ids=list(ix.ids), start=ix.start.copy(), length=ix.length.copy(),
+            label=ix.label.copy(), split=list(ix.split), group=list(ix.group),
+            classes=list(ix.classes), dim=c.dim, fingerprint=c.fingerprint, attrs=dict(c.attrs),
+            chunk_rows=c.chunk_rows, features=features,
+        )  # fmt: skip
+
+
+# -- splits -------------------------------------------------------------------------------------
+
+
+def resolve_splits(
+    seqs: Sequences,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, np.ndarray]:
+    """Positions of the labelled videos in train, val and test.
+
+    The cache's ``split`` column where it has one; a split it lacks (often val) is carved out of
+    train. Otherwise a seeded split, stratified by class, that keeps each ``group`` on one side.
+    """
+    labelled = np.flatnonzero(seqs.label >= 0)
+    if len(labelled) == 0:
+        raise ActrecError(
+            f"{seqs.path}: no labelled videos; training needs labels (class folders, or a "
+            "manifest with a label column)"
+        )
+    given: dict[str, list[int]] = {s: [] for s in SPLITS}
+    unknown = set()
+    for i in labelled:
+        name = seqs.split[i].strip().lower()
+        if name in _SPLIT_NAMES:
+            given[_SPLIT_NAMES[name]].append(int(i))
+        elif name:
+            unknown.add(seqs.split[i])
+    if unknown:
+        log(
+            f"warning: split names {sorted(unknown)} are not train/val/test: those videos are left out"
+        )
+    from_column = any(given.values())
+    if from_column:
+        _warn_leakage(seqs, given, log)
+        out = {s: np.asarray(given[s], dtype=np.int64) for s in SPLITS}
+        how = "from the cache's split column"
+    else:
+        out = {"train": labelled, "val": labelled[:0], "test": labelled[:0]}
+        how = f"stratified by class, groups kept together, seed {seed}"
+    if not from_column or len(out["test"]) == 0 and len(out["val"]) == 0:
+        out["train"], out["test"] = _carve(seqs, out["train"], test_fraction, seed)
+        how += "; test carved out of train" if from_column else ""
+    if len(out["val"]) == 0:
+        fraction = val_fraction / max(1e-9, 1.0 - (0.0 if from_column else test_fraction))
+        out["train"], out["val"] = _carve(seqs, out["train"], fraction, seed + 1)
+        how += "; val carved out of train" if from_column else ""
+    log(f"split: train {len(out['train'])}, val {len(out['val'])}, test {len(out['test'])} ({how})")
+    return out
+
+
+def _group_keys(seqs: Sequences, positions: np.ndarray) -> np.ndarray:
+    # a video without a group is its own group
+    return np.asarray([seqs.group[i] or f"\0{seqs.ids[i]}" for i in positions], dtype=object)
+
+
+def _carve(
+    seqs: Sequences, positions: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into (kept, held out), about ``fraction`` held out, by whole groups."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = _group_keys(seqs, positions)
+    n_groups = len(set(groups))
+    n_splits = min(max(2, round(1.0 / max(fraction, 1e-9))), n_groups)
+    if n_splits < 2 or fraction <= 0:
+        return positions, positions[:0]
+    with warnings.catch_warnings():
+        # "the least populated class has fewer members than n_splits" is expected on small sets
+        warnings.simplefilter("ignore", UserWarning)
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % 2**32)
+        keep, held = next(folds.split(positions, seqs.label[positions], groups))
+    return np.sort(positions[keep]), np.sort(positions[held])
+
+
+def _warn_leakage(seqs: Sequences, given: dict[str, list[int]], log: Callable[[str], None]) -> None:
+    where: dict[str, set[str]] = {}
+    for split, positions in given.items():
+        for i in positions:
+            if seqs.group[i]:
+                where.setdefault(seqs.group[i], set()).add(split)
+    leaked = sorted(g for g, s in where.items() if len(s) > 1)
+    if leaked:
+        example = ", ".join(f"{g!r} in {'+'.join(sorted(where[g]))}" for g in leaked[:3])
+        log(f"WARNING: LEAKAGE: {len(leaked)} group(s) have clips in more than one split "
+            f"({example}{', ...' if len(leaked) > 3 else ''}); test scores will be optimistic")  # fmt: skip
+
+
+# -- normalisation ------------------------------------------------------------------------------
+
+
+def _row_blocks(seqs: Sequences, positions: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(first, stop) row ranges covering the videos at ``positions``, merged, in fixed blocks."""
+    order = np.sort(positions)
+    first, stop = None, None
+    for i in order:
+        s, e = int(seqs.start[i]), int(seqs.start[i] + seqs.length[i])
+        if first is not None and s == stop:
+            stop = e
+            continue
+        if first is not None:
+            yield from _blocks(first, stop)
+        first, stop = s, e
+    if first is not None:
+        yield from _blocks(first, stop)
+
+
+def _blocks(first: int, stop: int) -> Iterator[tuple[int, int]]:
+    for a in range(first, stop, _STATS_BLOCK):
+        yield a, min(a + _STATS_BLOCK, stop)
+
+
+def feature_stats(seqs: Sequences, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every frame of the given videos, in float64: (D,), (D,)."""
+    total = torch.zeros(seqs.dim, dtype=torch.float64)
+    squares = torch.zeros(seqs.dim, dtype=torch.float64)
+    n = 0
+    with ExitStack() as stack:
+        cache = stack.enter_context(open_cache(seqs.path)) if seqs.lazy else None
+        for a, b in _row_blocks(seqs, positions):
+            if cache is None:
+                block = seqs.features[a:b].double()  # (rows, D)
+            else:
+                block = torch.from_numpy(_rows(cache, seqs, a, b)).double()  # (rows, D)
+            total += block.sum(0)
+            squares += (block * block).sum(0)
+            n += b - a
+    mean = total / max(n, 1)  # (D,)
+    std = (squares / max(n, 1) - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4)  # (D,)
+    return mean.float(), std.float()
+
+
+def _rows(cache, seqs: Sequences, a: int, b: int) -> np.ndarray:
+    """Rows a:b of the cache through its public reader (a range may span several videos)."""
+    parts = []
+    i = int(np.searchsorted(seqs.start, a, side="right") - 1)
+    while a < b:
+        video_stop = int(seqs.start[i] + seqs.length[i])
+        stop = min(b, video_stop)
+        parts.append(cache.features(i, a - int(seqs.start[i]), stop - int(seqs.start[i])))
+        a = stop
+        i += 1
+    return np.concatenate(parts)
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchPlan:
+    """One batch: ``windows`` rows of the cache to gather, grouped ``per_item`` per video."""
+
+    positions: torch.Tensor  # (B,) video positions in the cache
+    labels: torch.Tensor  # (B,) int64
+    first: torch.Tensor  # (B * K,) absolute first row of each window
+    width: torch.Tensor  # (B * K,) frames in each window
+    video: torch.Tensor  # (B * K,) the video each window comes from
+    per_item: int  # K windows per video, averaged at evaluation
+
+
+class ClipSampler:
+    """Plans the batches of an epoch over the videos at ``positions``.
+
+    Training: a seeded shuffle, and a random window of ``clip_len`` frames per video (the whole
+    video when it is shorter, or when ``clip_len`` is 0). Evaluation: whole sequences, or
+    ``windows`` evenly spaced windows of ``clip_len`` frames whose predictions are averaged;
+    videos go by length so that padding stays small.
+    """
+
+    def __init__(
+        self,
+        seqs: Sequences,
+        positions: np.ndarray,
+        *,
+        batch_size: int,
+        clip_len: int,
+        train: bool,
+        windows: int = 0,
+    ) -> None:
+        assert batch_size > 0, f"batch_size must be positive, got {batch_size}"
+        self.positions = torch.as_tensor(positions, dtype=torch.int64)  # (N,)
+        self.start = torch.as_tensor(seqs.start)  # (V,)
+        self.length = torch.as_tensor(seqs.length)  # (V,)
+        self.label = torch.as_tensor(seqs.label)  # (V,)
+        self.batch_size, self.clip_len, self.train, self.windows = (
+            batch_size, clip_len, train, windows,
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return -(-len(self.positions) // self.batch_size)
+
+    def plan(self, generator: torch.Generator | None = None) -> list[BatchPlan]:
+        if self.train:
+            assert generator is not None, "training batches need a seeded generator"
+            order = self.positions[torch.randperm(len(self.positions), generator=generator)]
+        else:
+            order = self.positions[torch.argsort(self.length[self.positions], stable=True)]
+        return [
+            self._batch(order[i : i + self.batch_size], generator)
+            for i in range(0, len(order), self.batch_size)
+        ]
+
+    def _batch(self, videos: torch.Tensor, generator: torch.Generator | None) -> BatchPlan:
+        length = self.length[videos]  # (B,)
+        clip = length if self.clip_len <= 0 else length.clamp(max=self.clip_len)  # (B,)
+        if self.train:
+            room = (length - clip + 1).double()  # (B,) possible starts
+            offset = torch.rand(len(videos), generator=generator, dtype=torch.float64) * room
+            offset = offset.long()  # (B,)
+            k = 1
+        elif self.windows > 0 and self.clip_len > 0:
+            k = self.windows
+            frac = torch.linspace(0, 1, k, dtype=torch.float64) if k > 1 else torch.tensor([0.5])
+            offset = ((length - clip).unsqueeze(1).double() * frac).round().long()  # (B, K)
+            offset = offset.reshape(-1)  # (B * K,)
+        else:
+            clip, offset, k = length, torch.zeros_like(length), 1
+        rep = videos.repeat_interleave(k)  # (B * K,)
+        return BatchPlan(
+            positions=videos,
+            labels=self.label[videos],
+            first=self.start[rep] + offset,
+            width=clip.repeat_interleave(k),
+            video=rep,
+            per_item=k,
+        )
+
+
+def window_rows(first: torch.Tensor, width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (B, T) of windows padded to the longest by repeating each last row, and the mask."""
+    steps = torch.arange(int(width.max()))  # (T,)
+    rows = first.unsqueeze(1) + torch.minimum(
+        steps.unsqueeze(0), (width - 1).unsqueeze(1)
+    )  # (B, T)
+    mask = steps.unsqueeze(0) < width.unsqueeze(1)  # (B, T)
+    return rows, mask
+
+
+def gather(features: torch.Tensor, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of a plan from the in-memory tensor, in one indexing operation."""
+    rows, mask = window_rows(plan.first, plan.width)  # (B, T), (B, T)
+    return features[rows].float(), mask  # (B, T, D), (B, T)
+
+
+class LazyBatches(torch.utils.data.Dataset):
+    """The batches of a plan read from HDF5: item i is batch i, read whole by one worker.
+
+    Each worker opens the cache itself (an h5py handle must not cross a fork). A window is one
+    contiguous slice of ``/features``, so a read touches only the chunks that hold it; a batch's
+    windows are read in row order. Padding repeats each window's last row, as :func:`gather` does.
+    """
+
+    def __init__(self, seqs: Sequences, plans: list[BatchPlan]) -> None:
+        self.path, self.plans = seqs.path, plans
+        self.start = seqs.start
+        self._stack: ExitStack | None = None
+        self._cache = None
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def _open(self):
+        if self._cache is None:
+            self._stack = ExitStack()
+            self._cache = self._stack.enter_context(open_cache(self.path))
+        return self._cache
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cache, plan = self._open(), self.plans[i]
+        n, t = len(plan.first), int(plan.width.max())
+        out = None
+        for j in torch.argsort(plan.first).tolist():
+            v, w = int(plan.video[j]), int(plan.width[j])
+            a = int(plan.first[j]) - int(self.start[v])
+            rows = torch.from_numpy(cache.features(v, a, a + w))  # (w, D)
+            if out is None:
+                out = torch.empty(n, t, rows.shape[1], dtype=rows.dtype)  # (B, T, D)
+            out[j, :w] = rows
+            out[j, w:] = rows[-1]
+        mask = torch.arange(t).unsqueeze(0) < plan.width.unsqueeze(1)  # (B, T)
+        return out.float(), mask
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack, self._cache = None, None
+
+
+def batches(
+    seqs: Sequences, plans: list[BatchPlan], workers: int = 2
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchPlan]]:
+    """(x (B, T, D) float32, mask (B, T), plan) for each planned batch, in order."""
+    if not seqs.lazy:
+        for plan in plans:
+            x, mask = gather(seqs.features, plan)
+            yield x, mask, plan
+        return
+    dataset = LazyBatches(seqs, plans)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers,
+        prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+    )  # fmt: skip
+    try:
+        for (x, mask), plan in zip(loader, plans, strict=True):
+            yield x, mask, plan
+    finally:
+        dataset.close()

@@ -1,0 +1,244 @@
+"""Temporal heads: a registry of small models that turn a sequence of embeddings into class scores.
+
+As in timm, a decorator registers a constructor under a name, :func:`create_head` is the one front
+door, and :func:`list_heads` feeds help texts and click choices. Every head has the same surface:
+
+- ``forward_features(x, mask) -> (B, num_features)``: the sequence pooled into one vector;
+- ``forward_head(feats) -> (B, C)``: dropout then the linear classifier;
+- ``num_features``: the size of that vector; ``reset_classifier(n)``: a new classifier for n classes.
+
+``x`` is (B, T, D) float, ``mask`` is (B, T) bool, True on real frames; every row has at least one.
+Every constructor takes the same arguments (``in_dim, num_classes, hidden, layers, dropout,
+bidirectional``) and ignores those that do not apply, so that the command line can pass all of
+them to any head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from actrec.common.errors import ActrecError
+
+_HEADS: dict[str, Callable[..., Head]] = {}
+
+
+def register_head(fn: Callable[..., Head]) -> Callable[..., Head]:
+    """Register a head constructor under its function name."""
+    _HEADS[fn.__name__] = fn
+    return fn
+
+
+def list_heads() -> list[str]:
+    """The registered head names, sorted."""
+    return sorted(_HEADS)
+
+
+def create_head(name: str, **kwargs) -> Head:
+    """Build the head registered as ``name`` (``in_dim`` and ``num_classes`` are required)."""
+    if name not in _HEADS:
+        raise ActrecError(f"unknown head {name!r}: choose one of {', '.join(list_heads())}")
+    return _HEADS[name](**kwargs)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real frames only: (B, T, F), (B, T) -> (B, F)."""
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, F)
+
+
+class Head(nn.Module):
+    """The common surface; subclasses set ``num_features`` and implement ``forward_features``."""
+
+    num_features: int
+
+    def __init__(self, num_features: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(feats))  # (B, C)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        assert x.ndim == 3 and mask.shape == x.shape[:2], (
+            f"expected x (B, T, D) and mask (B, T), got {tuple(x.shape)} and {tuple(mask.shape)}"
+        )
+        return self.forward_head(self.forward_features(x, mask))
+
+
+def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    # Embeddings are 512- to 2048-D and sets are small: projecting down first keeps the
+    # recurrent/convolutional part small, which is what lets these heads generalise.
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)
+    )
+
+
+class MeanHead(Head):
+    """Average pooling over time then a linear layer: the order-blind baseline."""
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__(in_dim, num_classes, dropout)
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(x, mask)  # (B, D)
+
+
+class RecurrentHead(Head):
+    """Projection, then a GRU or LSTM; the feature is the last layer's final hidden state(s)."""
+
+    def __init__(
+        self,
+        cell: type[nn.RNNBase],
+        in_dim: int,
+        num_classes: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        bidirectional: bool,
+    ) -> None:
+        directions = 2 if bidirectional else 1
+        super().__init__(hidden * directions, num_classes, dropout)
+        self.proj = _projection(in_dim, hidden, dropout)
+        self.rnn = cell(
+            hidden,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.directions = directions
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)  # (B, T, H)
+        lengths = mask.sum(1).cpu()  # (B,)
+        # packing makes the final state the one at each sequence's own last frame, not padding's
+        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, H)
+        last = h_n[-self.directions :]  # (dirs, B, H)
+        return last.transpose(0, 1).reshape(len(x), -1)  # (B, dirs * H)
+
+
+class TCNHead(Head):
+    """Projection, then residual blocks of dilated 1-D convolutions (dilation 1, 2, 4, ...)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int, layers: int, dropout: float):
+        super().__init__(hidden, num_classes, dropout)
+        self.proj = _projection(in_dim, hidden, dropout)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i, padding=2**i),
+                nn.GroupNorm(1, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+            )
+            for i in range(layers)
+        )
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        h = self.proj(x).transpose(1, 2) * m  # (B, H, T)
+        for block in self.blocks:
+            # padding must stay zero, or a short sequence would see its batch's longest length
+            h = (h + block(h)) * m  # (B, H, T)
+        return masked_mean(h.transpose(1, 2), mask)  # (B, H)
+
+
+class TransformerHead(Head):
+    """Projection, sinusoidal positions, a class token and a small pre-norm encoder."""
+
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden: int, layers: int, dropout: float
+    ) -> None:
+        super().__init__(hidden, num_classes, dropout)
+        heads = 4 if hidden % 4 == 0 else 1
+        self.proj = _projection(in_dim, hidden, dropout)
+        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True,
+            norm_first=True, activation="gelu",
+        )  # fmt: skip
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.hidden = hidden
+
+    def positions(self, t: int, device: torch.device) -> torch.Tensor:
+        # sinusoids need no maximum length: evaluation may see longer sequences than training
+        pos = torch.arange(t, device=device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+        freq = torch.exp(
+            torch.arange(0, self.hidden, 2, device=device) * (-math.log(10000.0) / self.hidden)
+        )  # (H/2,)
+        pe = torch.zeros(t, self.hidden, device=device)  # (T, H)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq[: self.hidden // 2])
+        return pe
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        h = self.proj(x) + self.positions(t, x.device)  # (B, T, H)
+        h = torch.cat([self.cls.expand(b, -1, -1), h], dim=1)  # (B, 1 + T, H)
+        keep = torch.cat([mask.new_ones(b, 1), mask], dim=1)  # (B, 1 + T)
+        h = self.encoder(h, src_key_padding_mask=~keep)  # (B, 1 + T, H)
+        return self.norm(h[:, 0])  # (B, H)
+
+
+# -- the registered constructors: one signature for all -----------------------------------------
+
+
+@register_head
+def mean(
+    in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
+    dropout: float = 0.3, bidirectional: bool = False,
+) -> Head:  # fmt: skip
+    """Mean pooling then a linear layer (ignores hidden, layers, bidirectional)."""
+    return MeanHead(in_dim, num_classes, dropout)
+
+
+@register_head
+def gru(
+    in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
+    dropout: float = 0.3, bidirectional: bool = False,
+) -> Head:  # fmt: skip
+    """Projection then a GRU (1 layer by default)."""
+    return RecurrentHead(nn.GRU, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional)
+
+
+@register_head
+def lstm(
+    in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
+    dropout: float = 0.3, bidirectional: bool = False,
+) -> Head:  # fmt: skip
+    """Projection then an LSTM (1 layer by default)."""
+    return RecurrentHead(nn.LSTM, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional)
+
+
+@register_head
+def tcn(
+    in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
+    dropout: float = 0.3, bidirectional: bool = False,
+) -> Head:  # fmt: skip
+    """Projection then dilated residual 1-D convolutions (4 blocks by default: 31 frames seen)."""
+    return TCNHead(in_dim, num_classes, hidden, layers or 4, dropout)
+
+
+@register_head
+def transformer(
+    in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
+    dropout: float = 0.3, bidirectional: bool = False,
+) -> Head:  # fmt: skip
+    """Projection, positions, a class token and a pre-norm encoder (2 layers by default)."""
+    return TransformerHead(in_dim, num_classes, hidden, layers or 2, dropout)

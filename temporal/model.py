@@ -1,0 +1,149 @@
+"""A head with its input normalisation, its checkpoint, and predictions on new sequences.
+
+:class:`TemporalModel` takes raw cached features: the training-set mean and std (and the
+neighbouring-frame differences of ``--delta``) travel inside it, so a reloaded run needs nothing
+else to predict. ``model.pt`` holds the weights, the head's own arguments, the statistics, the
+classes and the whole training config: a run rebuilds itself from its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from actrec.common.errors import ActrecError
+from actrec.temporal.heads import Head, create_head
+
+
+class TemporalModel(nn.Module):
+    """Normalise, optionally add frame differences, then the head: (B, T, D), (B, T) -> (B, C)."""
+
+    def __init__(self, head: Head, mean: torch.Tensor, std: torch.Tensor, delta: bool) -> None:
+        super().__init__()
+        self.head = head
+        self.delta = delta
+        self.register_buffer("mean", mean.float().clone())  # (D,)
+        self.register_buffer("std", std.float().clone())  # (D,)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        x = (x - self.mean) / self.std * m  # (B, T, D)
+        if self.delta:
+            # a difference is real only where both frames are: the first frame and padding get 0
+            d = (x[:, 1:] - x[:, :-1]) * m[:, 1:] * m[:, :-1]  # (B, T-1, D)
+            x = torch.cat([x, torch.cat([torch.zeros_like(x[:, :1]), d], 1)], -1)  # (B, T, 2D)
+        return self.head(x, mask)  # (B, C)
+
+
+def build_model(
+    head: str, head_kwargs: dict, mean: torch.Tensor, std: torch.Tensor, delta: bool
+) -> TemporalModel:
+    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta)
+
+
+def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
+    """``model.pt``: weights plus ``meta`` (head, head_kwargs, classes, delta, config, ...)."""
+    body = {
+        **meta,
+        "state_dict": model.state_dict(),
+        "mean": model.mean.clone(),
+        "std": model.std.clone(),
+        "delta": model.delta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(body, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    """A trained run loaded from its folder; ``model`` is in eval mode on ``device``."""
+
+    dir: Path
+    model: TemporalModel
+    classes: list[str]
+    mean: torch.Tensor  # (D,)
+    std: torch.Tensor  # (D,)
+    config: dict
+    in_dim: int
+    device: torch.device
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """Rebuild a run's model from ``model.pt`` (and its config from ``config.json``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "model.pt"
+    if not path.is_file():
+        raise ActrecError(
+            f"{run_dir}: no model.pt here; is it a run folder made by `actrec train`?"
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"])
+    model.load_state_dict(ckpt["state_dict"])
+    device = torch.device(device)
+    model.to(device).eval()
+    config_file = run_dir / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else ckpt["config"]
+    return Run(
+        dir=run_dir, model=model, classes=list(ckpt["classes"]), mean=ckpt["mean"],
+        std=ckpt["std"], config=config, in_dim=int(ckpt["mean"].shape[0]), device=device,
+    )  # fmt: skip
+
+
+def _check_features(run: Run, features: np.ndarray) -> None:
+    if features.ndim != 2 or features.shape[1] != run.in_dim or len(features) == 0:
+        raise ActrecError(
+            f"features must be (T, {run.in_dim}) with T >= 1 for run {run.dir}, got {features.shape}"
+        )
+
+
+@torch.inference_mode()
+def predict_proba(run: Run, features: np.ndarray) -> np.ndarray:
+    """Class probabilities (C,) for one whole sequence of per-frame features (T, D)."""
+    _check_features(run, features)
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=run.device)[
+        None
+    ]  # (1, T, D)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=run.device)  # (1, T)
+    return torch.softmax(run.model(x, mask), -1)[0].cpu().numpy()  # (C,)
+
+
+@torch.inference_mode()
+def predict_timeline(
+    run: Run,
+    features: np.ndarray,
+    timestamps: np.ndarray,
+    window: int | None = None,
+    stride: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities over sliding windows: times (W,) at each window's centre, probs (W, C).
+
+    ``window`` defaults to the run's ``clip_len`` (32 frames where it trained on whole
+    sequences), ``stride`` to a quarter of the window. The last window always ends at the last
+    frame; a sequence shorter than the window is one window.
+    """
+    _check_features(run, features)
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    t = len(features)
+    assert timestamps.shape == (t,), f"timestamps must be ({t},), got {timestamps.shape}"
+    window = int(window or run.config.get("clip_len") or 32)
+    window = min(max(window, 1), t)
+    stride = max(1, int(stride or window // 4))
+    starts = list(range(0, t - window + 1, stride))
+    if starts[-1] != t - window:
+        starts.append(t - window)
+    first = torch.as_tensor(starts)  # (W,)
+    rows = first.unsqueeze(1) + torch.arange(window).unsqueeze(0)  # (W, window)
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)[rows].to(
+        run.device
+    )  # (W, window, D)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=run.device)  # (W, window)
+    probs = torch.softmax(run.model(x, mask), -1).cpu().numpy()  # (W, C)
+    times = (timestamps[first.numpy()] + timestamps[first.numpy() + window - 1]) / 2  # (W,)
+    return times, probs

@@ -1,0 +1,255 @@
+"""Reports a person reads: `report.md` and a self-contained `report.html` per run; leaderboards.
+
+Plots are drawn with matplotlib's Agg backend and embedded in the HTML as base64 PNGs, so a
+report is one file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from actrec.common.errors import ActrecError  # noqa: E402
+
+SUMMARY_KEYS = (
+    ("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("top5_accuracy", "top-5"),
+    ("precision_macro", "precision (macro)"), ("recall_macro", "recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+)  # fmt: skip
+# config keys that do not make two runs different experiments
+_NOT_SETTINGS = {
+    "seed", "out", "force", "progress", "device", "workers", "lazy", "versions", "device_used",
+    "lazy_used", "best_epoch", "epochs_run", "parameters",
+}  # fmt: skip
+
+
+def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    for name in ("config.json", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise ActrecError(f"{run_dir}: no {name}; is it a finished run of `actrec train`?")
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = []
+    if (run_dir / "history.csv").is_file():
+        with open(run_dir / "history.csv", newline="") as fh:
+            history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return config, metrics, history
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def confusion_png(matrix: list[list[int]], classes: list[str]) -> str:
+    """The confusion matrix as a heat map of row-normalised rates, counts written in the cells."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)  # (C, C)
+    rates = m / np.maximum(m.sum(1, keepdims=True), 1)  # (C, C)
+    size = min(14.0, 2.5 + 0.45 * len(classes))
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(classes) <= 25:
+        for i in ticks:
+            for j in ticks:
+                if m[i, j]:
+                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+    return _png(fig)
+
+
+def curves_png(history: list[dict]) -> str:
+    """Loss and accuracy per epoch, train and validation."""
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(epochs, [r["train_loss"] for r in history], label="train")
+    a.plot(epochs, [r["val_loss"] for r in history], label="val")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(epochs, [r["train_accuracy"] for r in history], label="train")
+    b.plot(epochs, [r["val_accuracy"] for r in history], label="val")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.set_ylim(0, 1.02)
+    b.legend()
+    return _png(fig)
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+code{background:#f3f3f3;padding:1px 4px}"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def _summary_rows(metrics: dict) -> list[list]:
+    return [[label, f"{metrics[key]:.4f}"] for key, label in SUMMARY_KEYS]
+
+
+def _per_class_rows(metrics: dict) -> list[list]:
+    return [
+        [name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
+        for name, v in metrics["per_class"].items()
+    ]
+
+
+def _config_rows(config: dict) -> list[list]:
+    return [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in config.items()]
+
+
+def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `report.md` and `report.html` from the run's own files; returns their paths."""
+    run_dir = Path(run_dir)
+    config, metrics, history = _read_run(run_dir)
+    title = f"actrec run {run_dir.name}: {config.get('head', '?')}"
+    n, split = metrics["n_samples"], metrics["split"]
+    intro = (f"Head `{config.get('head')}` on `{config.get('cache')}` ({config.get('dim')}-D, "
+             f"{len(metrics['classes'])} classes); best epoch {config.get('best_epoch', '?')} of "
+             f"{config.get('epochs_run', '?')}; metrics on the {split} split ({n} videos).")  # fmt: skip
+    pc_header = ["class", "precision", "recall", "F1", "support"]
+    cm_header = ["true \\ predicted", *metrics["classes"]]
+    cm_rows = [
+        [c, *row] for c, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True)
+    ]
+    md = "\n\n".join([
+        f"# {title}", intro,
+        f"## Metrics ({split})", _md_table(["metric", "value"], _summary_rows(metrics)),
+        "## Per class", _md_table(pc_header, _per_class_rows(metrics)),
+        "## Confusion matrix (rows: true, columns: predicted)", _md_table(cm_header, cm_rows),
+        "## Learning curves",
+        _md_table(["epoch", "train loss", "train acc.", "val loss", "val acc.", "lr", "seconds"],
+                  [[int(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
+                    f"{r['val_loss']:.4f}", f"{r['val_accuracy']:.4f}", f"{r['lr']:.2e}",
+                    f"{r['seconds']:.1f}"] for r in history]),
+        "## Configuration", _md_table(["option", "value"], _config_rows(config)),
+    ]) + "\n"  # fmt: skip
+    curves = (
+        f"<img alt='learning curves' src='data:image/png;base64,{curves_png(history)}'>"
+        if history
+        else ""
+    )
+    body = "\n".join([
+        f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>",
+        f"<h2>Metrics ({html.escape(split)})</h2>", _html_table(["metric", "value"], _summary_rows(metrics)),
+        "<h2>Confusion matrix</h2>",
+        f"<img alt='confusion matrix' src='data:image/png;base64,"
+        f"{confusion_png(metrics['confusion_matrix'], metrics['classes'])}'>",
+        "<h2>Learning curves</h2>", curves,
+        "<h2>Per class</h2>", _html_table(pc_header, _per_class_rows(metrics)),
+        "<h2>Configuration</h2>", _html_table(["option", "value"], _config_rows(config)),
+    ])  # fmt: skip
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    md_path.write_text(md)
+    html_path.write_text(_page(title, body))
+    return md_path, html_path
+
+
+# -- several runs -------------------------------------------------------------------------------
+
+
+def leaderboard(run_dirs: list[str | os.PathLike]) -> list[dict]:
+    """One row per experiment, best first: runs whose settings differ only by seed are one row,
+    with the mean and standard deviation of each metric over their seeds."""
+    groups: dict[str, list[tuple[Path, dict, dict]]] = {}
+    for d in run_dirs:
+        d = Path(d)
+        config, metrics, _ = _read_run(d)
+        settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+        groups.setdefault(json.dumps(settings, sort_keys=True, default=str), []).append(
+            (d, config, metrics)
+        )
+    rows = []
+    for members in groups.values():
+        config = members[0][1]
+        row = {
+            "head": config.get("head", "?"),
+            "runs": [str(d) for d, _, _ in members],
+            "seeds": [c.get("seed") for _, c, _ in members],
+            "split": members[0][2]["split"],
+            "n_samples": members[0][2]["n_samples"],
+        }
+        for key, _ in SUMMARY_KEYS:
+            values = [m[key] for _, _, m in members]
+            row[key] = statistics.fmean(values)
+            row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    rows.sort(key=lambda r: -r["accuracy"])
+    return rows
+
+
+def _cell(row: dict, key: str) -> str:
+    if len(row["runs"]) > 1:
+        return f"{row[key]:.4f} ± {row[key + '_std']:.4f}"
+    return f"{row[key]:.4f}"
+
+
+def _leaderboard_table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    header = ["rank", "head", "runs", *[label for _, label in SUMMARY_KEYS], "split", "run folders"]
+    body = [
+        [i + 1, r["head"], len(r["runs"]), *[_cell(r, k) for k, _ in SUMMARY_KEYS],
+         f"{r['split']} ({r['n_samples']})", ", ".join(r["runs"])]
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    return header, body
+
+
+def leaderboard_text(run_dirs: list[str | os.PathLike]) -> str:
+    """The leaderboard as a Markdown table, for printing."""
+    header, body = _leaderboard_table(leaderboard(run_dirs))
+    return _md_table(header, body)
+
+
+def write_leaderboard(
+    run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
+) -> tuple[Path, Path]:
+    """Write `leaderboard.md` and `leaderboard.html` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(run_dirs)
+    header, body = _leaderboard_table(rows)
+    note = ("Mean ± standard deviation over seeds where runs differ only by seed. "
+            "Best accuracy first.")  # fmt: skip
+    md_path, html_path = out_dir / "leaderboard.md", out_dir / "leaderboard.html"
+    md_path.write_text(f"# actrec leaderboard\n\n{note}\n\n{_md_table(header, body)}\n")
+    html_path.write_text(_page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>{note}</p>"
+                                + _html_table(header, body)))  # fmt: skip
+    return md_path, html_path

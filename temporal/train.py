@@ -1,0 +1,305 @@
+"""Training a head on a cache: one loop, read top to bottom (after nanoGPT's `train.py`).
+
+Per epoch: plan the batches (seeded), then per step set the learning rate, forward, backward,
+clip, step; then evaluate on validation, keep the best checkpoint, stop when it stops improving.
+At the end the best checkpoint is evaluated on test and the whole run folder is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from actrec.common.device import resolve_device
+from actrec.common.errors import ActrecError
+from actrec.common.seeding import seed_everything
+from actrec.temporal.data import (
+    ClipSampler,
+    batches,
+    feature_stats,
+    load_sequences,
+    resolve_splits,
+)
+from actrec.temporal.evaluate import nll, predict_positions, write_results
+from actrec.temporal.heads import list_heads
+from actrec.temporal.model import build_model, save_checkpoint
+
+RUN_FILES = (
+    "config.json", "model.pt", "history.csv", "metrics.json", "predictions.csv", "confusion.csv",
+    "report.md", "report.html",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `actrec train`; :meth:`from_dict` rejects unknown keys."""
+
+    cache: str = ""  # the cache to train on
+    out: str = ""  # the run folder to create
+    head: str = "gru"  # one of list_heads()
+    epochs: int = 30  # at most; early stopping may end sooner
+    batch_size: int = 64  # sequences per step
+    lr: float = 1e-3  # peak learning rate (AdamW), reached after warm-up
+    weight_decay: float = 0.05  # AdamW, on weight matrices only
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine down to lr / 100
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    patience: int = 8  # epochs without a better validation score before stopping; 0 = never
+    hidden: int = 256  # width after the input projection
+    layers: int | None = (
+        None  # recurrent layers / TCN blocks / encoder layers; None = head's default
+    )
+    bidirectional: bool = False  # gru, lstm
+    dropout: float = 0.3
+    delta: bool = False  # add differences between neighbouring frames to the input
+    clip_len: int = 32  # frames per training window; 0 = whole sequences
+    eval_windows: int = 0  # 0 = evaluate whole sequences; K = mean of K windows of clip_len
+    val_fraction: float = 0.15  # held out for validation when the cache has no val split
+    test_fraction: float = 0.15  # held out for test when the cache has no split column
+    split_seed: int = 0  # the split, apart from `seed`: runs that differ by seed share test sets
+    seed: int = 0  # initialisation, dropout and batch order
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    lazy: bool | None = None  # read windows from disk; None = when the cache will not fit in memory
+    workers: int = 2  # DataLoader workers when lazy
+    force: bool = False  # replace an existing run folder
+    progress: bool = True  # tqdm bars
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ActrecError(
+                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse impossible settings before any work is done."""
+        if self.head not in list_heads():
+            raise ActrecError(
+                f"unknown head {self.head!r}: choose one of {', '.join(list_heads())}"
+            )
+        if not self.cache:
+            raise ActrecError("no cache given: pass the cache file to train on")
+        if not self.out:
+            raise ActrecError("no run folder given: pass -o RUN/")
+        for name in ("epochs", "batch_size", "hidden"):
+            if getattr(self, name) < 1:
+                raise ActrecError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.layers is not None and self.layers < 1:
+            raise ActrecError(f"layers must be at least 1, got {self.layers}")
+        if not 0 <= self.dropout < 1:
+            raise ActrecError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.clip_len < 0 or self.eval_windows < 0:
+            raise ActrecError("clip_len and eval_windows must be 0 or more")
+        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise ActrecError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` down to ``peak / 100``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    low = peak / 100
+    return low + 0.5 * (1 + math.cos(math.pi * progress)) * (peak - low)
+
+
+def versions() -> dict[str, str]:
+    import h5py
+    import sklearn
+
+    from actrec import __version__
+
+    return {
+        "actrec": __version__, "torch": torch.__version__, "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__, "h5py": h5py.__version__,
+        "python": platform.python_version(),
+    }  # fmt: skip
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Refuse an existing run folder unless ``force``; with it, remove only a run's own files."""
+    if out.exists() and not out.is_dir():
+        raise ActrecError(f"{out} exists and is not a folder: choose another -o")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ActrecError(f"{out} exists: pass --force to overwrite it, or choose another -o")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "assets", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
+    """Train a head as ``config`` says; returns the run folder, with every file DESIGN.md lists."""
+    cfg = config
+    cfg.check()
+    out = Path(cfg.out)
+    if out.is_dir() and any(out.iterdir()) and not cfg.force:  # before reading a large cache
+        raise ActrecError(f"{out} exists: pass --force to overwrite it, or choose another -o")
+    device = resolve_device(cfg.device)
+    seqs = load_sequences(cfg.cache, lazy=cfg.lazy, log=log)
+    splits = resolve_splits(
+        seqs, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+        log=log,
+    )  # fmt: skip
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise ActrecError(
+                f"{cfg.cache}: the {name} split is empty; label more videos or fix the split column"
+            )
+    test_split = "test" if len(splits["test"]) else "val"
+    if test_split == "val":
+        log("note: no test split: the final metrics are on the validation split")
+    prepare_run_dir(out, cfg.force)
+
+    # -- the model ------------------------------------------------------------------------------
+    generator = seed_everything(cfg.seed)
+    mean, std = feature_stats(seqs, splits["train"])  # (D,), (D,)
+    head_kwargs = dict(
+        in_dim=seqs.dim * (2 if cfg.delta else 1), num_classes=len(seqs.classes),
+        hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, bidirectional=cfg.bidirectional,
+    )  # fmt: skip
+    model = build_model(cfg.head, head_kwargs, mean, std, cfg.delta).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # weight matrices, not biases or norms
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )  # fmt: skip
+    sampler = ClipSampler(
+        seqs, splits["train"], batch_size=cfg.batch_size, clip_len=cfg.clip_len, train=True
+    )
+    total_steps = cfg.epochs * len(sampler)
+    warmup = max(1, round(cfg.warmup_epochs * len(sampler)))
+    n_params = sum(p.numel() for p in model.parameters())
+    meta = {
+        "head": cfg.head, "head_kwargs": head_kwargs, "classes": seqs.classes,
+        "config": asdict(cfg),
+    }  # fmt: skip
+    run_config = {
+        **asdict(cfg),
+        "cache": str(Path(cfg.cache).resolve()),
+        "cache_fingerprint": seqs.fingerprint,
+        "cache_backbone": seqs.attrs.get("backbone", ""),
+        "dim": seqs.dim, "classes": seqs.classes, "head_kwargs": head_kwargs,
+        "parameters": n_params, "device_used": str(device), "lazy_used": seqs.lazy,
+        "split_sizes": {k: int(len(v)) for k, v in splits.items()}, "versions": versions(),
+    }  # fmt: skip
+    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
+    log(f"{cfg.head}: {n_params:,} parameters, {len(seqs.classes)} classes, {seqs.dim}-D input, "
+        f"{len(sampler)} steps per epoch on {device}")  # fmt: skip
+
+    # -- the loop -------------------------------------------------------------------------------
+    history: list[dict] = []
+    best_key, best_epoch, stale, step = None, -1, 0, 0
+    train_y = seqs.label  # (V,)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
+        plans = sampler.plan(generator)
+        bar = tqdm(total=len(plans), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress, file=sys.stderr)  # fmt: skip
+        t_data = time.perf_counter()
+        for x, mask, plan in batches(seqs, plans, cfg.workers):
+            x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
+            y = torch.as_tensor(train_y[plan.positions.numpy()], device=device)  # (B,)
+            data_seconds += time.perf_counter() - t_data
+            lr = lr_at(step, total_steps, warmup, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(x, mask)  # (B, C)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            t_data = time.perf_counter()
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        order, probs = predict_positions(
+            model, seqs, splits["val"], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
+            windows=cfg.eval_windows, device=device, workers=cfg.workers,
+        )  # fmt: skip
+        val_y = seqs.label[order]
+        val_acc = float((probs.argmax(1) == val_y).mean())
+        val_loss = nll(probs, val_y)
+        row = {
+            "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
+            "seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
+            "data_seconds": data_seconds,
+        }  # fmt: skip
+        history.append(row)
+        key = (val_acc, -val_loss)  # accuracy first; the loss breaks ties on small sets
+        improved = best_key is None or key > best_key
+        if improved:
+            best_key, best_epoch, stale = key, epoch, 0
+            save_checkpoint(
+                out / "model.pt", model, {**meta, "epoch": epoch, "val_accuracy": val_acc}
+            )
+        else:
+            stale += 1
+        log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
+            f"val loss {val_loss:.4f} acc {val_acc:.3f}  {row['seconds']:.1f} s"
+            f"{'  *' if improved else ''}")  # fmt: skip
+        _write_history(out / "history.csv", history)
+        if cfg.patience and stale >= cfg.patience:
+            log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+            break
+
+    # -- the best checkpoint on test ------------------------------------------------------------
+    ckpt = torch.load(out / "model.pt", map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["state_dict"])
+    order, probs = predict_positions(
+        model, seqs, splits[test_split], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
+        windows=cfg.eval_windows, device=device, workers=cfg.workers,
+    )  # fmt: skip
+    metrics = write_results(
+        out, [seqs.ids[i] for i in order], seqs.label[order], probs, seqs.classes, test_split
+    )
+    run_config.update(best_epoch=best_epoch, epochs_run=len(history))
+    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
+    log(f"best epoch {best_epoch}; {test_split} accuracy {metrics['accuracy']:.4f}, "
+        f"macro F1 {metrics['f1_macro']:.4f} ({metrics['n_samples']} videos)")  # fmt: skip
+
+    from actrec.temporal.report import write_report
+
+    write_report(out)
+    return out
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
