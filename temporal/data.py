@@ -171,7 +171,14 @@ def _carve(
         # "the least populated class has fewer members than n_splits" is expected on small sets
         warnings.simplefilter("ignore", UserWarning)
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % 2**32)
-        keep, held = next(folds.split(positions, seqs.label[positions], groups))
+        candidates = list(folds.split(positions, seqs.label[positions], groups))
+    # whole groups make folds uneven: take the fold that holds the most classes, then the one
+    # closest to the size asked for
+    want = fraction * len(positions)
+    labels = seqs.label[positions]
+    keep, held = max(
+        candidates, key=lambda f: (len(set(labels[f[1]].tolist())), -abs(len(f[1]) - want))
+    )
     return np.sort(positions[keep]), np.sort(positions[held])
 
 
@@ -401,6 +408,9 @@ def batches(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+        # its own generator: a DataLoader otherwise draws its worker seed from the global RNG,
+        # and the dropout masks of a lazy run would differ from an in-memory one's
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     try:
         for (x, mask), plan in zip(loader, plans, strict=True):

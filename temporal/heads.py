@@ -133,6 +133,14 @@ class RecurrentHead(Head):
         return last.transpose(0, 1).reshape(len(x), -1)  # (B, dirs * H)
 
 
+class _ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of (B, H, T), frame by frame: a norm over time (BatchNorm,
+    GroupNorm) would let padding change the features of real frames."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, H, T)
+
+
 class TCNHead(Head):
     """Projection, then residual blocks of dilated 1-D convolutions (dilation 1, 2, 4, ...)."""
 
@@ -142,7 +150,7 @@ class TCNHead(Head):
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i, padding=2**i),
-                nn.GroupNorm(1, hidden),
+                _ChannelNorm(hidden),
                 nn.GELU(),
                 nn.Dropout(dropout),
             )

@@ -1,0 +1,332 @@
+"""Stage two end to end on small synthetic caches: training, metrics, checkpoints, reports, errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn import metrics as skm
+
+from actrec.cli import main
+from actrec.common.cache import Video, open_cache, write_cache
+from actrec.temporal import (
+    TrainConfig,
+    compute_metrics,
+    evaluate_run,
+    leaderboard,
+    leaderboard_text,
+    load_run,
+    predict_proba,
+    predict_timeline,
+    train,
+    write_leaderboard,
+)
+from actrec.temporal.metrics import METRIC_KEYS
+
+DIM = 16
+FAST = dict(epochs=12, hidden=32, clip_len=16, batch_size=32, progress=False)
+
+
+def order_videos(n: int = 200, dim: int = DIM, seed: int = 0, label: bool = True) -> list[Video]:
+    """Sequences that only order separates: one walk along a fixed direction, forward or reversed.
+
+    Both classes hold the same kind of frames (each sequence's mean is its random base point), so
+    mean pooling cannot tell them apart; the direction of travel can.
+    """
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(dim)
+    videos = []
+    for i in range(n):
+        t = int(rng.integers(20, 31))
+        frames = (
+            rng.standard_normal(dim) * 0.5
+            + np.linspace(-1, 1, t)[:, None] * direction
+            + 0.3 * rng.standard_normal((t, dim))
+        )  # (T, D)
+        name = "forward" if i % 2 == 0 else "backward"
+        if name == "backward":
+            frames = frames[::-1]
+        videos.append(
+            Video(
+                id=f"v{i:04d}",
+                features=np.ascontiguousarray(frames, dtype=np.float32),
+                timestamps=np.arange(t) / 10.0,
+                label=name if label else "",
+                fps=10.0,
+            )  # fmt: skip
+        )
+    return videos
+
+
+def make_cache(path, videos, dim=DIM):
+    return write_cache(path, videos, {"backbone": "synthetic"}, dim=dim, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def order_cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("cache") / "order.h5", order_videos())
+
+
+@pytest.fixture(scope="module")
+def gru_run(order_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gru"
+    return train(TrainConfig(cache=str(order_cache), out=str(out), head="gru", **FAST))
+
+
+@pytest.fixture(scope="module")
+def mean_runs(order_cache, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return [
+        train(
+            TrainConfig(
+                cache=str(order_cache), out=str(base / f"mean_s{s}"), head="mean", seed=s, **FAST
+            )
+        )
+        for s in (0, 1)
+    ]
+
+
+def read_metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(3)
+    classes = [f"c{i}" for i in range(7)]
+    y = rng.integers(0, 7, 60)
+    probs = rng.dirichlet(np.ones(7), 60)  # (N, C)
+    probs[np.arange(30), y[:30]] += 1.0  # half of them right
+    pred = probs.argmax(1)
+    m = compute_metrics(y, probs, classes, "test")
+    assert tuple(m) == METRIC_KEYS
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["top5_accuracy"] == pytest.approx(
+        skm.top_k_accuracy_score(y, probs, k=5, labels=range(7))
+    )
+    p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    assert (m["precision_macro"], m["recall_macro"], m["f1_macro"]) == pytest.approx((p, r, f))
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=range(7)).tolist()
+    f1 = skm.f1_score(y, pred, average=None, labels=range(7), zero_division=0)
+    assert [m["per_class"][c]["f1"] for c in classes] == pytest.approx(f1.tolist())
+    assert [m["per_class"][c]["support"] for c in classes] == np.bincount(y, minlength=7).tolist()
+    assert m["n_samples"] == 60 and m["split"] == "test" and m["classes"] == classes
+
+
+def test_metrics_on_a_hand_made_case():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    m = compute_metrics(np.array([0, 1, 1, 1]), probs, ["a", "b"], "val")
+    assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert m["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert m["per_class"]["a"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "support": 1,
+    }
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def test_gru_learns_order_where_mean_stays_at_chance(gru_run, mean_runs):
+    assert read_metrics(gru_run)["accuracy"] >= 0.9
+    for run in mean_runs:
+        assert read_metrics(run)["accuracy"] <= 0.7
+
+
+def test_run_folder_holds_every_file(gru_run, order_cache):
+    for name in ("config.json", "model.pt", "history.csv", "metrics.json", "predictions.csv",
+                 "confusion.csv", "report.md", "report.html"):  # fmt: skip
+        assert (gru_run / name).is_file(), name
+    config = json.loads((gru_run / "config.json").read_text())
+    with open_cache(order_cache) as c:
+        assert config["cache_fingerprint"] == c.fingerprint
+    assert config["seed"] == 0 and config["head"] == "gru" and "torch" in config["versions"]
+    assert set(TrainConfig.__dataclass_fields__) <= set(config)
+    with open(gru_run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == config["epochs_run"] and {
+        "train_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    } <= set(rows[0])
+    m = read_metrics(gru_run)
+    with open(gru_run / "predictions.csv") as fh:
+        preds = list(csv.DictReader(fh))
+    assert len(preds) == m["n_samples"] == config["split_sizes"]["test"]
+    right = sum(p["true"] == p["predicted"] for p in preds)
+    assert right / len(preds) == pytest.approx(m["accuracy"])
+    with open(gru_run / "confusion.csv") as fh:
+        table = list(csv.reader(fh))
+    assert [[int(v) for v in r[1:]] for r in table[1:]] == m["confusion_matrix"]
+
+
+def test_same_seed_same_metrics(order_cache, tmp_path, mean_runs):
+    cfg = dict(cache=str(order_cache), head="gru", seed=5, **{**FAST, "epochs": 3})
+    a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))
+    b = train(TrainConfig(out=str(tmp_path / "b"), **cfg))
+    assert read_metrics(a) == read_metrics(b)
+    assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+    # and another seed is another run
+    assert (mean_runs[0] / "history.csv").read_text() != (mean_runs[1] / "history.csv").read_text()
+
+
+def test_reloaded_checkpoint_gives_the_same_predictions(gru_run, order_cache):
+    with open(gru_run / "predictions.csv") as fh:
+        saved = {r["id"]: r for r in csv.DictReader(fh)}
+    run = load_run(gru_run)
+    assert not run.model.training and run.classes == ["backward", "forward"]
+    with open_cache(order_cache) as c:
+        for vid, row in list(saved.items())[:10]:
+            p = predict_proba(run, c.features(c.position(vid)))  # (C,)
+            expected = [float(row[f"p_{name}"]) for name in run.classes]
+            np.testing.assert_allclose(p, expected, atol=2e-6)
+    assert evaluate_run(gru_run) == read_metrics(gru_run)
+
+
+def test_predict_timeline_places_windows_at_their_centres(gru_run):
+    run = load_run(gru_run)
+    video = order_videos(n=1, seed=9)[0]  # 20..30 frames, forward
+    times, probs = predict_timeline(run, video.features, video.timestamps, window=8, stride=4)
+    t = len(video.features)
+    starts = list(range(0, t - 8 + 1, 4))
+    if starts[-1] != t - 8:
+        starts.append(t - 8)
+    assert probs.shape == (len(starts), 2) and np.allclose(probs.sum(1), 1)
+    np.testing.assert_allclose(
+        times, [(video.timestamps[s] + video.timestamps[s + 7]) / 2 for s in starts]
+    )
+    whole = predict_proba(run, video.features[starts[1] : starts[1] + 8])
+    np.testing.assert_allclose(probs[1], whole, atol=1e-6)
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+def test_report_holds_the_numbers_of_metrics_json(gru_run):
+    m = read_metrics(gru_run)
+    md = (gru_run / "report.md").read_text()
+    page = (gru_run / "report.html").read_text()
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro"):
+        assert f"{m[key]:.4f}" in md and f"{m[key]:.4f}" in page
+    for name, v in m["per_class"].items():
+        assert (
+            f"| {name} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+            in md
+        )
+    assert page.count("data:image/png;base64,") == 2  # confusion heat map and learning curves
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert '"clip_len"' not in md and "| clip_len | 16 |" in md  # the configuration
+
+
+def test_leaderboard_means_over_seeds(mean_runs, gru_run, tmp_path):
+    rows = leaderboard([*mean_runs, gru_run])
+    assert [r["head"] for r in rows] == ["gru", "mean"]
+    accs = [read_metrics(r)["accuracy"] for r in mean_runs]
+    assert rows[1]["accuracy"] == pytest.approx(np.mean(accs))
+    assert rows[1]["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    text = leaderboard_text([*mean_runs, gru_run])
+    assert f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f}" in text
+    md, page = write_leaderboard([*mean_runs, gru_run], tmp_path / "board")
+    assert text in md.read_text() and "±" in page.read_text()
+    r = CliRunner().invoke(
+        main, ["report", *map(str, mean_runs), str(gru_run), "-o", str(tmp_path / "b2")]
+    )
+    assert r.exit_code == 0, r.output
+    assert text in r.output and (tmp_path / "b2" / "leaderboard.html").is_file()
+
+
+# -- bad input: one clear line, exit code 2, nothing overwritten ---------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def last_line(result):
+    return result.output.strip().splitlines()[-1]
+
+
+def test_cache_without_labels(tmp_path):
+    cache = make_cache(tmp_path / "nolabels.h5", order_videos(n=10, label=False))
+    r = run_cli("train", cache, "-o", tmp_path / "run", "--quiet")
+    assert r.exit_code == 2
+    assert last_line(r) == (
+        f"Error: {cache}: no labelled videos; training needs labels (class folders, or a "
+        "manifest with a label column)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_folder_is_refused_unless_force(gru_run, order_cache):
+    before = {p.name: p.read_bytes() for p in gru_run.iterdir()}
+    r = run_cli("train", order_cache, "-o", gru_run, "--head", "mean", "--quiet")
+    assert r.exit_code == 2
+    assert (
+        last_line(r)
+        == f"Error: {gru_run} exists: pass --force to overwrite it, or choose another -o"
+    )
+    assert {p.name: p.read_bytes() for p in gru_run.iterdir()} == before
+
+
+def test_force_replaces_a_run(order_cache, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    r = run_cli(
+        "train", order_cache, "-o", out, "--head", "mean", "--epochs", "1", "--quiet", "--force"
+    )
+    assert r.exit_code == 0, r.output
+    assert read_metrics(out)["n_samples"] > 0 and "report:" in r.output
+
+
+def test_unknown_head(order_cache, tmp_path):
+    r = run_cli("train", order_cache, "-o", tmp_path / "run", "--head", "resnet")
+    assert r.exit_code == 2 and "Invalid value for '--head': 'resnet' is not one of" in r.output
+    with pytest.raises(
+        Exception, match=r"unknown head 'resnet': choose one of gru, lstm, mean, tcn, transformer"
+    ):
+        train(TrainConfig(cache=str(order_cache), out=str(tmp_path / "run"), head="resnet"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key():
+    with pytest.raises(Exception, match="unknown training option.s. hiden; known: "):
+        TrainConfig.from_dict({"hiden": 3})
+
+
+def test_evaluate_on_a_cache_of_another_dimension(gru_run, tmp_path):
+    other = make_cache(tmp_path / "other.h5", order_videos(n=10, dim=8), dim=8)
+    r = run_cli("evaluate", gru_run, "--cache", other)
+    assert r.exit_code == 2
+    assert last_line(r) == (
+        f"Error: {other}: features are 8-D but run {gru_run} was trained on {DIM}-D; evaluate it "
+        "on a cache made with the same backbone"
+    )
+
+
+def test_empty_split(tmp_path):
+    videos = order_videos(n=12)
+    for v in videos:
+        v.split = "test"
+    cache = make_cache(tmp_path / "alltest.h5", videos)
+    r = run_cli("train", cache, "-o", tmp_path / "run", "--quiet")
+    assert r.exit_code == 2
+    assert last_line(r) == (
+        f"Error: {cache}: the train split is empty; label more videos or fix the split column"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_cli_on_a_split(gru_run, tmp_path):
+    r = run_cli("evaluate", gru_run, "--split", "all", "-o", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
+    m = read_metrics(tmp_path / "ev")
+    assert m["split"] == "all" and m["n_samples"] == 200
+    assert f"accuracy           {m['accuracy']:.4f}" in r.output

@@ -1,0 +1,83 @@
+"""Every registered head has the same surface, the same shapes, and ignores padding."""
+
+import pytest
+import torch
+
+from actrec.common.errors import ActrecError
+from actrec.temporal import create_head, list_heads, register_head
+from actrec.temporal.heads import Head, MeanHead
+
+
+def test_registry_lists_the_five_heads():
+    assert list_heads() == ["gru", "lstm", "mean", "tcn", "transformer"]
+
+
+def test_unknown_head_is_a_clear_error():
+    with pytest.raises(
+        ActrecError, match="unknown head 'lstn': choose one of gru, lstm, mean, tcn, transformer"
+    ):
+        create_head("lstn", in_dim=4, num_classes=2)
+
+
+def test_register_head_adds_a_name():
+    @register_head
+    def tiny_mean(in_dim, num_classes, **_):
+        return MeanHead(in_dim, num_classes, dropout=0.0)
+
+    try:
+        assert "tiny_mean" in list_heads()
+        assert isinstance(create_head("tiny_mean", in_dim=3, num_classes=2), Head)
+    finally:
+        from actrec.temporal import heads
+
+        heads._HEADS.pop("tiny_mean")
+
+
+@pytest.mark.parametrize("name", list_heads())
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_common_surface_and_masking(name, bidirectional):
+    torch.manual_seed(0)
+    head = create_head(name, in_dim=12, num_classes=5, hidden=16, layers=2, dropout=0.1,
+                       bidirectional=bidirectional).eval()  # fmt: skip
+    assert isinstance(head, Head) and head.num_features > 0
+    x = torch.randn(3, 7, 12)  # (B, T, D)
+    lengths = torch.tensor([7, 4, 1])
+    mask = torch.arange(7)[None] < lengths[:, None]  # (B, T)
+    with torch.no_grad():
+        feats = head.forward_features(x, mask)  # (B, F)
+        assert feats.shape == (3, head.num_features)
+        logits = head.forward_head(feats)
+        assert logits.shape == (3, 5) and torch.isfinite(logits).all()
+        assert torch.equal(head(x, mask), logits)
+        # padding must change nothing: each row alone, cut to its length, gives the same output
+        for i, t in enumerate(lengths.tolist()):
+            alone = head(x[i : i + 1, :t], torch.ones(1, t, dtype=torch.bool))  # (1, C)
+            torch.testing.assert_close(alone[0], logits[i], atol=1e-5, rtol=1e-4)
+        # and garbage in the padding changes nothing either
+        noisy = x.clone()
+        noisy[~mask] = 1e3
+        torch.testing.assert_close(head(noisy, mask), logits, atol=1e-5, rtol=1e-4)
+    head.reset_classifier(2)
+    assert head(x, mask).shape == (3, 2)
+    # and it trains: gradients reach the first layer
+    head.train()
+    head(x, mask).sum().backward()
+    first = next(p for p in head.parameters() if p.requires_grad)
+    assert first.grad is not None
+
+
+def test_order_matters_to_recurrent_heads_but_not_to_mean():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    flipped = x.flip(1)
+    for name, order_blind in (
+        ("mean", True),
+        ("gru", False),
+        ("tcn", False),
+        ("transformer", False),
+    ):
+        head = create_head(name, in_dim=8, num_classes=3, hidden=16).eval()
+        with torch.no_grad():
+            same = torch.allclose(head(x, mask), head(flipped, mask), atol=1e-6)
+        assert same == order_blind, name
