@@ -1,0 +1,161 @@
+"""`actrec extract`: parse, build an ExtractConfig, call run_extraction, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.common.errors import ActrecError
+
+
+def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        parts = [int(x) for x in value.lower().split("x")]
+    except ValueError:
+        raise click.BadParameter("give N or HxW, e.g. 224 or 256x320") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise click.BadParameter("give N or HxW, e.g. 224 or 256x320")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The cache to write (HDF5). Reruns resume it.",
+)
+@click.option(
+    "--backbone",
+    default="resnet18",
+    show_default=True,
+    help="A torchvision classification model name, or a frozen extractor file "
+    "(.pt2 from torch.export, .pt TorchScript) with --input-size/--mean/--std.",
+)
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    help="DEFAULT, a torchvision weights name (ResNet18_Weights.IMAGENET1K_V1), none "
+    "(a seeded random init), or a state-dict file.",
+)
+@click.option(
+    "--input-size",
+    callback=_input_size,
+    metavar="N|HxW",
+    help="Input size; overrides the weights' crop (the resize scales with it).",
+)
+@click.option(
+    "--mean",
+    type=float,
+    nargs=3,
+    default=None,
+    metavar="R G B",
+    help="Normalisation mean (0-1 scale); default from the weights.",
+)
+@click.option(
+    "--std",
+    type=float,
+    nargs=3,
+    default=None,
+    metavar="R G B",
+    help="Normalisation std (0-1 scale); default from the weights.",
+)
+@click.option("--fps", type=float, help="Resample to F frames per second by timestamps.")
+@click.option("--every", type=int, help="Keep every N-th frame.")
+@click.option("--max-frames", type=int, help="At most N frames per video, spread uniformly.")
+@click.option(
+    "--frame-rate",
+    type=float,
+    default=25.0,
+    show_default=True,
+    help="Frames per second assumed for frame folders.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Frames per forward pass, across video boundaries.",
+)
+@click.option("--workers", type=int, help="Decoding processes [default: half the CPU cores].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="Forward-pass precision: auto is bfloat16 on CUDA, float32 on CPU.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    default="float16",
+    show_default=True,
+    help="How the features are stored.",
+)
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Only items K, K+N, ... into NAME.shardKofN.h5 [default: from torchrun's "
+    "RANK/WORLD_SIZE]; join shards with actrec merge.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract(source: Path, output: Path, backbone: str, weights: str, input_size, mean, std,
+            fps, every, max_frames, frame_rate, batch_size, workers, device, precision, dtype,
+            shard, quiet) -> None:  # fmt: skip
+    """Run a frozen CNN over every frame of every video into an HDF5 cache.
+
+    SOURCE is a folder of class folders of videos (SOURCE/<class>/<video>), of frame folders
+    (SOURCE/<class>/<video>/000001.jpg), or a CSV manifest with columns path,label[,split][,group].
+    Unreadable items are recorded as failed (exit code 1); the rest is kept.
+
+    Example: actrec extract videos/ -o feats.h5 --backbone resnet18 --fps 5
+    """
+    from actrec.extract.config import ExtractConfig, parse_shard
+    from actrec.extract.run import run_extraction
+
+    if not source.exists():
+        raise ActrecError(f"{source}: no such file or folder; pass a folder of videos or a CSV")
+    config = ExtractConfig(
+        source=source,
+        output=output,
+        backbone=backbone,
+        weights=weights,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        fps=fps,
+        every=every,
+        max_frames=max_frames,
+        frame_rate=frame_rate,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        dtype=dtype,
+        shard=parse_shard(shard) if shard else None,
+        progress=not quiet,
+    )
+    result = run_extraction(config)
+    if result.nothing_to_do:
+        click.echo(f"{result.output} already holds all {result.already} videos; nothing to do")
+    else:
+        rate = result.extracted_frames / max(result.seconds, 1e-9)
+        click.echo(
+            f"{result.output}: {result.videos} videos, {result.frames} frames, "
+            f"{result.dim}-D ({result.extracted} extracted now, {result.already} already there; "
+            f"{result.seconds:.1f} s, {rate:.0f} frames/s)"
+        )
+    if result.failed:
+        click.echo(f"{len(result.failed)} failed:", err=True)
+        for vid, why in sorted(result.failed.items()):
+            click.echo(f"  {vid}: {why}", err=True)
+        raise SystemExit(1)

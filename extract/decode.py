@@ -1,0 +1,295 @@
+"""Decoding with PyAV: which frames to keep (sampling), resizing them, and reading them.
+
+A video is read in two passes over the file. The first demuxes packets without decoding (cheap)
+to learn every frame's presentation time; the sampling then picks the times to keep; the second
+decodes and keeps those frames, resized to the backbone's input as uint8 RGB, in chunks, so that
+memory never grows with a video's length.
+
+Decoders emit frames in presentation order, but some containers (AVI) label them with
+decode-order timestamps. Each emitted frame therefore gets the smallest timestamp not yet given
+out, from a small reorder window: for well-formed streams that is the frame's own timestamp.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from actrec.extract.sources import Item, frame_files
+
+REORDER_WINDOW = 16  # frames held back to put timestamps in order: H.264 reorders at most 16
+
+
+class DecodeError(Exception):
+    """An item that cannot be read: recorded under /failed with this message, the run goes on."""
+
+
+# -- which frames ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which of a video's frames to keep, chosen from their presentation times alone."""
+
+    fps: float | None = None  # resample to this rate by timestamps
+    every: int | None = None  # keep every N-th frame
+    max_frames: int | None = None  # at most this many, spread uniformly (after fps/every)
+    frame_rate: float = 25.0  # the rate assumed for frame folders, which carry no timestamps
+
+    def __post_init__(self) -> None:
+        assert not (self.fps and self.every), "fps and every exclude each other"
+
+    def describe(self) -> str:
+        """The cache's `sampling` attribute: `all`, `fps=5`, `every=2,max_frames=16`, ..."""
+        parts = []
+        if self.fps:
+            parts.append(f"fps={_num(self.fps)}")
+        if self.every and self.every > 1:
+            parts.append(f"every={self.every}")
+        if self.max_frames:
+            parts.append(f"max_frames={self.max_frames}")
+        if self.frame_rate != 25.0:
+            parts.append(f"frame_rate={_num(self.frame_rate)}")
+        return ",".join(parts) or "all"
+
+    @classmethod
+    def parse(cls, text: str) -> Sampling:
+        """The inverse of :meth:`describe`."""
+        if text == "all":
+            return cls()
+        values: dict = {}
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            values[key] = int(value) if key in ("every", "max_frames") else float(value)
+        return cls(**values)
+
+    def select(self, times: np.ndarray) -> np.ndarray:
+        """Indices (increasing) of the frames to keep, given sorted presentation times (s)."""
+        n = len(times)
+        index = np.arange(n)
+        if n == 0:
+            return index
+        if self.fps:
+            # the frame nearest to each tick of the new clock; a frame is never taken twice, so
+            # a rate above the source's keeps every frame instead of repeating them
+            ticks = np.arange(times[0], times[-1] + 0.5 / self.fps, 1.0 / self.fps)
+            right = np.clip(np.searchsorted(times, ticks), 1, n - 1) if n > 1 else np.zeros(1, int)
+            left = np.maximum(right - 1, 0)
+            nearer_left = np.abs(times[left] - ticks) <= np.abs(times[right] - ticks)
+            index = np.unique(np.where(nearer_left, left, right))
+        elif self.every and self.every > 1:
+            index = index[:: self.every]
+        if self.max_frames and len(index) > self.max_frames:
+            spread = np.linspace(0, len(index) - 1, self.max_frames).round().astype(np.int64)
+            index = index[spread]
+        return index
+
+
+# -- resizing -------------------------------------------------------------------------------------
+
+_SWS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "POINT", "lanczos": "LANCZOS"}
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Shorter side to ``shorter`` (keeping the aspect ratio), then a centre crop of
+    ``height x width``: torchvision's ``Resize(shorter)`` + ``CenterCrop``, done by swscale."""
+
+    shorter: int
+    height: int
+    width: int
+    interpolation: str = "bilinear"
+
+    def describe(self) -> str:
+        """The cache's `resize` attribute, e.g. `shorter=256,crop=224x224,bilinear`."""
+        return f"shorter={self.shorter},crop={self.height}x{self.width},{self.interpolation}"
+
+    @classmethod
+    def parse(cls, text: str) -> Resize:
+        shorter, crop, interpolation = text.split(",")
+        h, w = crop.removeprefix("crop=").split("x")
+        return cls(int(shorter.removeprefix("shorter=")), int(h), int(w), interpolation)
+
+    def scaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the shorter-side resize, rounded as torchvision rounds."""
+        if width <= height:
+            return self.shorter, int(self.shorter * height / width)
+        return int(self.shorter * width / height), self.shorter
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as (height, width, 3) uint8 RGB."""
+        w, h = self.scaled_size(frame.width, frame.height)
+        if w < self.width or h < self.height:  # a crop larger than the resized frame: stretch up
+            w, h = max(w, self.width), max(h, self.height)
+        rgb = frame.reformat(
+            width=w, height=h, format="rgb24", interpolation=_SWS[self.interpolation]
+        ).to_ndarray()
+        top = int(round((h - self.height) / 2.0))
+        left = int(round((w - self.width) / 2.0))
+        return np.ascontiguousarray(rgb[top : top + self.height, left : left + self.width])
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+class Reader:
+    """The kept frames of one item, resized: ``fps`` is known once open; :meth:`chunks` reads."""
+
+    def __init__(self, item: Item, sampling: Sampling, resize: Resize, threads: int = 0) -> None:
+        self.item, self.sampling, self.resize, self.threads = item, sampling, resize, threads
+        if item.kind == "frames":
+            self._images = self._open_folder()
+        else:
+            self._probe_video()
+
+    # frame folders --------------------------------------------------------------------------
+    def _open_folder(self) -> list[Path]:
+        if not self.item.path.is_dir():
+            raise DecodeError("frame folder not found")
+        images = frame_files(self.item.path)
+        if not images:
+            raise DecodeError("no frames: the folder holds no .jpg or .png images")
+        self.fps = self.sampling.frame_rate
+        times = np.arange(len(images)) / self.fps
+        self._keep = self.sampling.select(times)
+        self._times = times
+        return images
+
+    def _folder_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        from PIL import Image, UnidentifiedImageError
+
+        for i in self._keep:
+            try:
+                with Image.open(self._images[i]) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as e:
+                raise DecodeError(f"{self._images[i].name}: not a readable image ({e})") from None
+            yield self.resize(av.VideoFrame.from_ndarray(rgb, format="rgb24")), self._times[i]
+
+    # videos ---------------------------------------------------------------------------------
+    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        path = self.item.path
+        if path.is_file() and path.stat().st_size == 0:
+            raise DecodeError("empty file")
+        try:
+            container = av.open(str(path), metadata_errors="ignore")
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise DecodeError(f"not a readable video ({_reason(e)})") from None
+        if not container.streams.video:
+            container.close()
+            raise DecodeError("no video stream")
+        return container, container.streams.video[0]
+
+    def _probe_video(self) -> None:
+        container, stream = self._open()
+        try:
+            self.time_base = stream.time_base or Fraction(1, 1000)
+            rate = stream.average_rate or stream.guessed_rate
+            self.fps = float(rate) if rate else float("nan")
+            labels, last, first_key = [], None, None
+            step = _step(self.fps, self.time_base)
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the flush packet at the end
+                    continue
+                label = packet.pts if packet.pts is not None else packet.dts
+                if label is None:
+                    label = 0 if last is None else last + step
+                if first_key is None and packet.is_keyframe:
+                    first_key = len(labels)
+                labels.append(label)
+                last = label
+            # packets before the first key frame cannot be decoded (a cut or damaged start):
+            # choosing among the frames that will really come keeps --max-frames exact there
+            labels = labels[first_key or 0 :]
+        except av.FFmpegError as e:
+            raise DecodeError(f"unreadable ({_reason(e)})") from None
+        finally:
+            container.close()
+        if not labels:
+            raise DecodeError("no frames: the video stream is empty")
+        labels = np.unique(np.asarray(labels, dtype=np.int64))  # sorted: presentation order
+        times = labels * float(self.time_base)
+        self._wanted = set(labels[self.sampling.select(times)].tolist())
+        if not math.isfinite(self.fps) and len(times) > 1:
+            self.fps = (len(times) - 1) / (times[-1] - times[0])
+
+    def _video_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        container, stream = self._open()
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.threads
+        step = _step(self.fps, self.time_base)
+        window: list[av.VideoFrame] = []
+        labels: list[int] = []  # a heap of the labels not yet given out
+        last_label = None
+        given = None
+
+        def emit() -> Iterator[tuple[np.ndarray, float]]:
+            nonlocal given
+            frame, label = window.pop(0), heapq.heappop(labels)
+            if given is not None and label <= given:
+                return  # a duplicate timestamp: the container holds this frame once
+            given = label
+            if label in self._wanted:
+                yield self.resize(frame), label * float(self.time_base)
+
+        try:
+            for frame in container.decode(stream):
+                label = frame.pts
+                if label is None:
+                    label = 0 if last_label is None else last_label + step
+                last_label = label
+                heapq.heappush(labels, label)
+                window.append(frame)
+                if len(window) > REORDER_WINDOW:
+                    yield from emit()
+            while window:
+                yield from emit()
+        except av.FFmpegError as e:
+            raise DecodeError(f"decoding failed ({_reason(e)})") from None
+        finally:
+            container.close()
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        """(frame (H, W, 3) uint8, time in seconds) for each kept frame, in time order."""
+        return self._folder_frames() if self.item.kind == "frames" else self._video_frames()
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Kept frames in chunks: ((n, H, W, 3) uint8, (n,) float64 seconds)."""
+        frames, times, total = [], [], 0
+        for frame, t in self.frames():
+            frames.append(frame)
+            times.append(t)
+            if len(frames) == size:
+                total += size
+                yield np.stack(frames), np.asarray(times, dtype=np.float64)
+                frames, times = [], []
+        if frames:
+            total += len(frames)
+            yield np.stack(frames), np.asarray(times, dtype=np.float64)
+        if total == 0:
+            raise DecodeError("no frames could be decoded")
+
+
+def _step(fps: float, time_base: Fraction) -> int:
+    """One frame's duration in time-base units, for frames that carry no timestamp."""
+    if not math.isfinite(fps) or fps <= 0:
+        return 1
+    return max(1, round(1 / (fps * float(time_base))))
+
+
+def _reason(error: BaseException) -> str:
+    """FFmpeg's message without the file name PyAV appends (the item id says which file)."""
+    if isinstance(error, av.FFmpegError) and error.strerror:
+        return str(error.strerror)
+    return str(error).split(": '")[0] or type(error).__name__
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))

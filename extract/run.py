@@ -1,0 +1,243 @@
+"""One extraction end to end: items, shard, backbone, resume, stream, store; and the same
+features for new videos from a cache's own settings (for `actrec predict`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import torch
+import torchvision
+
+from actrec import __version__
+from actrec.common.cache import PartialCache, Video, check_compatible, open_cache
+from actrec.common.device import resolve_device, resolve_precision
+from actrec.common.errors import ActrecError
+from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
+from actrec.extract.config import ExtractConfig, shard_output
+from actrec.extract.decode import Resize, Sampling
+from actrec.extract.pipeline import stream_features
+from actrec.extract.sources import Item, find_items, shard
+
+
+@dataclass
+class ExtractResult:
+    """What a run did. ``failed`` lists the items the finished cache records as failed."""
+
+    output: Path
+    videos: int  # videos in the finished cache
+    frames: int  # frames in the finished cache
+    dim: int
+    extracted: int  # videos extracted by this run
+    extracted_frames: int
+    already: int  # videos that were already in the cache or its unfinished part
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    nothing_to_do: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def cache_attrs(backbone: Backbone, sampling: Sampling, dtype: str, precision: str) -> dict:
+    """The root attributes of a cache made with these settings (fingerprint keys included)."""
+    return {
+        "backbone_path": "",
+        **backbone.attrs,
+        "input_size": list(backbone.input_size),
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+        "resize": backbone.resize.describe(),
+        "sampling": sampling.describe(),
+        "dtype": dtype,
+        "precision": precision,
+        "actrec_version": __version__,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__),
+        "av_version": str(av.__version__),
+    }
+
+
+def run_extraction(config: ExtractConfig) -> ExtractResult:
+    """Extract ``config.source`` into ``config.output``, resuming whatever is already done.
+
+    Bad input items are recorded as failed and the run goes on; bad usage raises
+    :class:`ActrecError`. A shard (``config.shard``, or RANK/WORLD_SIZE under torchrun) writes
+    ``NAME.shardKofN.h5`` next to the output.
+    """
+    started = time.perf_counter()
+    config.validate()
+    all_items = find_items(config.source)
+    k, n = config.resolved_shard()
+    items = shard(all_items, k, n)
+    output = shard_output(config.output, k, n)
+    _check_writable(output)
+    device = _device(config.device)
+    precision = resolve_precision(config.precision, device)
+    sampling = Sampling(config.fps, config.every, config.max_frames, config.frame_rate)
+    backbone = load_backbone(
+        config.backbone,
+        config.weights,
+        input_size=config.input_size,
+        mean=config.mean,
+        std=config.std,
+        device=device,
+    )
+    attrs = {**cache_attrs(backbone, sampling, config.dtype, precision)}
+    attrs["source"] = str(config.source.resolve())
+    classes = sorted({it.label for it in all_items if it.label})
+    partial = PartialCache(output, attrs, backbone.dim, config.dtype)
+
+    stored: set[str] = set()
+    if output.exists():
+        check_compatible(output, partial.fingerprint)
+        with open_cache(output) as c:
+            stored = set(c.index.ids)
+    if stored and all(it.id in stored for it in items) and not partial.dir.exists():
+        return _summary(output, started, extracted=0, frames=0, already=len(items), nothing=True)
+    partial.start()
+    in_partial, _ = partial.done()
+    stored |= in_partial
+    todo = [it for it in items if it.id not in stored]
+
+    extracted = frames = 0
+    for batch in stream_features(
+        todo,
+        backbone,
+        sampling,
+        device=device,
+        precision=precision,
+        batch_size=config.batch_size,
+        workers=min(config.resolved_workers(), len(todo)),
+        dtype=config.dtype,
+        progress=config.progress,
+    ):
+        # one segment per forward pass: a crash from here on loses no finished video
+        partial.add(batch.videos, batch.failed)
+        extracted += len(batch.videos)
+        frames += sum(len(v.features) for v in batch.videos)
+    partial.finish(classes=classes, extra_inputs=[output] if output.exists() else [])
+    return _summary(output, started, extracted, frames, already=len(items) - len(todo))
+
+
+def _summary(
+    output: Path, started: float, extracted: int, frames: int, already: int, nothing: bool = False
+) -> ExtractResult:
+    with open_cache(output) as c:
+        return ExtractResult(
+            output=output,
+            videos=len(c),
+            frames=c.total_frames,
+            dim=c.dim,
+            extracted=extracted,
+            extracted_frames=frames,
+            already=already,
+            failed=dict(c.index.failed),
+            seconds=time.perf_counter() - started,
+            nothing_to_do=nothing,
+        )
+
+
+def _device(name: str) -> torch.device:
+    """`auto` under torchrun takes this process's own GPU (LOCAL_RANK)."""
+    device = resolve_device(name)
+    local = os.environ.get("LOCAL_RANK")
+    if name == "auto" and device.type == "cuda" and local is not None:
+        device = resolve_device(f"cuda:{int(local)}")
+    return device
+
+
+def _check_writable(output: Path) -> None:
+    if output.is_dir():
+        raise ActrecError(f"-o {output}: a folder; give the cache file to write, e.g. feats.h5")
+    probe = output.with_name(f".{output.name}.probe{os.getpid()}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ActrecError(f"-o {output}: cannot write there ({e.strerror or e})") from None
+
+
+# -- new videos with a cache's settings -----------------------------------------------------------
+
+
+def features_for_videos(
+    paths: Sequence[str | os.PathLike],
+    cache_attrs: dict[str, Any],
+    *,
+    device: str = "auto",
+    weights: str | os.PathLike | None = None,
+    backbone: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> list[Video]:
+    """Features of new videos (or frame folders) exactly as the cache with these root
+    attributes was made: same backbone, weights, preprocessing, sampling, precision and dtype.
+
+    Where the cache's weights (or backbone) came from a file, that file is ``weights``
+    (``backbone``) or, by default, the path the cache recorded; its sha256 must match. Returns
+    one :class:`Video` per path, in order, with ``id`` the path as given; raises
+    :class:`ActrecError` naming any video that cannot be read.
+    """
+    a = cache_attrs
+    for key in ("backbone", "weights", "resize", "mean", "std", "sampling", "precision"):
+        if key not in a:
+            raise ActrecError(f"the cache has no {key!r} attribute: not made by actrec extract")
+    name = str(a["backbone"])
+    if " sha256:" in name:  # a model file
+        name = _recorded_file(backbone, a.get("backbone_path"), name.rsplit(":", 1)[1], "backbone")
+    chosen = str(a["weights"])
+    if chosen.startswith("sha256:"):
+        chosen = _recorded_file(weights, a.get("weights_path"), chosen[7:], "weights")
+    elif is_file_backbone(name):
+        chosen = "none"
+    dev = _device(device)
+    net = load_backbone(
+        name,
+        chosen,
+        mean=tuple(a["mean"]),
+        std=tuple(a["std"]),
+        resize=Resize.parse(str(a["resize"])),
+        device=dev,
+    )
+    if net.attrs["weights"] != a["weights"] and not is_file_backbone(name):
+        raise ActrecError(f"weights {net.attrs['weights']} differ from the cache's {a['weights']}")
+    items = [Item(str(p), Path(p), "frames" if Path(p).is_dir() else "video") for p in paths]
+    n_workers = min(len(items), workers if workers is not None else 2)
+    found: dict[str, Video] = {}
+    failed: dict[str, str] = {}
+    for batch in stream_features(
+        items,
+        net,
+        Sampling.parse(str(a["sampling"])),
+        device=dev,
+        precision=str(a["precision"]),
+        batch_size=batch_size,
+        workers=n_workers,
+        dtype=str(a.get("dtype", "float16")),
+    ):
+        found.update((v.id, v) for v in batch.videos)
+        failed.update(batch.failed)
+    if failed:
+        vid, why = next(iter(failed.items()))
+        raise ActrecError(f"{vid}: {why}")
+    return [found[it.id] for it in items]
+
+
+def _recorded_file(given, recorded, digest: str, what: str) -> str:
+    path = Path(given or recorded or "")
+    if not str(path) or not path.is_file():
+        raise ActrecError(
+            f"the cache's {what} came from a file ({recorded or 'path not recorded'}) that is "
+            f"not there: pass it as {what}=FILE"
+        )
+    if sha256(path) != digest:
+        raise ActrecError(f"{path}: not the {what} file the cache was made with (sha256 differs)")
+    return str(path)
