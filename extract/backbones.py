@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,9 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         if path.suffix == ".pt2":
             module = torch.export.load(str(path)).module()
         else:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # DESIGN.md supports TorchScript on purpose
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - whatever the loaders raise for a bad file
         kind = "torch.export (.pt2)" if path.suffix == ".pt2" else "TorchScript (.pt)"
         raise ActrecError(f"--backbone {path}: not a readable {kind} model ({e})") from None

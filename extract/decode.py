@@ -79,10 +79,13 @@ class Sampling:
         if self.fps:
             # the frame nearest to each tick of the new clock; a frame is never taken twice, so
             # a rate above the source's keeps every frame instead of repeating them
-            ticks = np.arange(times[0], times[-1] + 0.5 / self.fps, 1.0 / self.fps)
+            # ticks of the new clock from the first frame to the last (no tick past the end)
+            count = int(np.floor((times[-1] - times[0]) * self.fps + 1e-6)) + 1
+            ticks = times[0] + np.arange(count) / self.fps
             right = np.clip(np.searchsorted(times, ticks), 1, n - 1) if n > 1 else np.zeros(1, int)
             left = np.maximum(right - 1, 0)
-            nearer_left = np.abs(times[left] - ticks) <= np.abs(times[right] - ticks)
+            # ties go to the earlier frame, with a margin for float rounding of the ticks
+            nearer_left = ticks - times[left] <= times[right] - ticks + 1e-9
             index = np.unique(np.where(nearer_left, left, right))
         elif self.every and self.every > 1:
             index = index[:: self.every]

@@ -74,6 +74,7 @@ def make_video(
 
 def drop_first_packets(src: str | Path, dst: str | Path, n: int = 1) -> Path:
     """A copy of ``src`` without its first ``n`` packets: a video missing its first key frame."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         s_in = inp.streams.video[0]
         s_out = out.add_stream_from_template(s_in)
