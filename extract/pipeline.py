@@ -196,13 +196,26 @@ def _inline_messages(items, sampling, resize, workers) -> Iterator[tuple]:
 
 
 def _worker(wid: int, tasks, results, sampling: Sampling, resize: Resize, threads: int) -> None:
+    parent = os.getppid()
+
+    def put(msg: tuple) -> None:
+        # a full queue for a long time may mean the main process was killed (kill -9 leaves
+        # no one to stop us): then exit rather than linger as an orphan
+        while True:
+            try:
+                results.put(msg, timeout=POLL_S)
+                return
+            except queue.Full:
+                if os.getppid() != parent:
+                    os._exit(0)
+
     while True:
         task = tasks.get()
         if task is None:
             return
         i, item = task
-        results.put(("take", i, wid))
-        _decode_item(item, i, sampling, resize, threads, results.put)
+        put(("take", i, wid))
+        _decode_item(item, i, sampling, resize, threads, put)
 
 
 def _worker_messages(items, sampling, resize, workers) -> Iterator[tuple]:
