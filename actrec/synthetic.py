@@ -43,7 +43,9 @@ def clip_frames(action: str, n_frames: int, size: int, rng: np.random.Generator)
             cy = cx = size // 2
         else:
             half = side // 2
-            cx, cy = (along[t], across) if action in ("move_left", "move_right") else (across, along[t])
+            cx, cy = (
+                (along[t], across) if action in ("move_left", "move_right") else (across, along[t])
+            )
         frame = base.copy()
         y0, y1 = int(max(cy - half, 0)), int(min(cy + half, size))
         x0, x1 = int(max(cx - half, 0)), int(min(cx + half, size))
