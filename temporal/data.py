@@ -346,9 +346,14 @@ def window_rows(first: torch.Tensor, width: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def gather(features: torch.Tensor, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """The windows of a plan from the in-memory tensor, in one indexing operation."""
+    """The windows of a plan from the in-memory tensor, in one indexing operation.
+
+    The batch keeps the cache's dtype (float16, usually): half the bytes to move to a device,
+    where the model casts and normalises it.
+    """
     rows, mask = window_rows(plan.first, plan.width)  # (B, T), (B, T)
-    return features[rows].float(), mask  # (B, T, D), (B, T)
+    x = features.index_select(0, rows.reshape(-1))  # (B * T, D)
+    return x.view(*rows.shape, -1), mask  # (B, T, D), (B, T)
 
 
 class LazyBatches(torch.utils.data.Dataset):
@@ -387,7 +392,7 @@ class LazyBatches(torch.utils.data.Dataset):
             out[j, :w] = rows
             out[j, w:] = rows[-1]
         mask = torch.arange(t).unsqueeze(0) < plan.width.unsqueeze(1)  # (B, T)
-        return out.float(), mask
+        return out, mask
 
     def close(self) -> None:
         if self._stack is not None:
@@ -398,7 +403,7 @@ class LazyBatches(torch.utils.data.Dataset):
 def batches(
     seqs: Sequences, plans: list[BatchPlan], workers: int = 2
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchPlan]]:
-    """(x (B, T, D) float32, mask (B, T), plan) for each planned batch, in order."""
+    """(x (B, T, D) in the cache's dtype, mask (B, T), plan) for each planned batch, in order."""
     if not seqs.lazy:
         for plan in plans:
             x, mask = gather(seqs.features, plan)

@@ -32,8 +32,8 @@ class TemporalModel(nn.Module):
         self.register_buffer("std", std.float().clone())  # (D,)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        x = (x - self.mean) / self.std * m  # (B, T, D)
+        m = mask.unsqueeze(-1).float()  # (B, T, 1)
+        x = (x.float() - self.mean) / self.std * m  # (B, T, D) float32 whatever the cache's dtype
         if self.delta:
             # a difference is real only where both frames are: the first frame and padding get 0
             d = (x[:, 1:] - x[:, :-1]) * m[:, 1:] * m[:, :-1]  # (B, T-1, D)
