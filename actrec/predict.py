@@ -87,15 +87,18 @@ def predict_videos(
     return results
 
 
-def write_timeline(prediction: Prediction, out_dir: Path) -> tuple[Path, Path]:
-    """`<video>.timeline.csv` (time and one column per class) and a PNG plot of it."""
+def write_timeline(
+    prediction: Prediction, out_dir: Path, stem: str | None = None
+) -> tuple[Path, Path]:
+    """`<stem>.timeline.csv` (time and one column per class) and a PNG plot of it; the stem
+    defaults to the video's file name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(prediction.video).name)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem or Path(prediction.video).name)
     csv_path, png_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -149,9 +152,12 @@ def predict(
         list(videos), run_dir, top_k=top_k, cache=cache, weights=weights, backbone=backbone,
         window=window, device=device,
     )  # fmt: skip
-    for p in results:
+    names = [Path(p.video).name for p in results]
+    for i, p in enumerate(results):
         click.echo(p.video)
         for rank, (name, prob) in enumerate(p.top, 1):
             click.echo(f"  {rank}. {name:<24} {prob:.3f}")
-        csv_path, png_path = write_timeline(p, output)
+        # clips of one name from several folders must not overwrite each other's timeline
+        stem = names[i] if names.count(names[i]) == 1 else f"{i:03d}_{names[i]}"
+        csv_path, png_path = write_timeline(p, output, stem)
         click.echo(f"  timeline: {csv_path} {png_path}")

@@ -19,8 +19,13 @@ def summarize(path: str | Path) -> str:
         lines = [
             f"cache      {c.path}",
             f"videos     {len(c)} ({int(labelled.sum())} labelled), {len(ix.failed)} failed",
-            f"frames     {c.total_frames} (per video: min {ix.length.min(initial=0)}, "
-            f"median {int(np.median(ix.length)) if len(c) else 0}, max {ix.length.max(initial=0)})",
+            f"frames     {c.total_frames}"
+            + (
+                f" (per video: min {ix.length.min()}, median "
+                f"{int(np.median(ix.length))}, max {ix.length.max()})"
+                if len(c)
+                else ""
+            ),
             f"dimension  {c.dim} ({c.dtype})",
             f"classes    {len(ix.classes)}: {', '.join(ix.classes[:12])}{' ...' if len(ix.classes) > 12 else ''}",
         ]
