@@ -206,6 +206,16 @@ def test_predict_timeline_places_windows_at_their_centres(gru_run):
     np.testing.assert_allclose(probs[1], whole, atol=1e-6)
 
 
+def test_delta_and_window_averaging_run_end_to_end(order_cache, tmp_path):
+    cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "lstm"), head="lstm", delta=True,
+                      eval_windows=3, bidirectional=True, **{**FAST, "epochs": 2})  # fmt: skip
+    run = train(cfg)
+    loaded = load_run(run)
+    assert loaded.model.delta and loaded.model.head.num_features == 2 * 32
+    assert json.loads((run / "config.json").read_text())["head_kwargs"]["in_dim"] == 2 * DIM
+    assert evaluate_run(run) == read_metrics(run)
+
+
 # -- reports ------------------------------------------------------------------------------------
 
 

@@ -81,3 +81,19 @@ def test_order_matters_to_recurrent_heads_but_not_to_mean():
         with torch.no_grad():
             same = torch.allclose(head(x, mask), head(flipped, mask), atol=1e-6)
         assert same == order_blind, name
+
+
+def test_model_normalises_and_adds_frame_differences():
+    from actrec.temporal.model import build_model
+
+    mean, std = torch.full((4,), 2.0), torch.full((4,), 0.5)
+    kwargs = dict(in_dim=8, num_classes=3, hidden=8, dropout=0.0)
+    model = build_model("mean", kwargs, mean, std, delta=True).eval()
+    seen = []
+    model.head.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    x = torch.tensor([[[2.0] * 4, [3.0] * 4, [5.0] * 4]], dtype=torch.float16)  # (1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    model(x, mask)
+    # normalised (x - 2) / 0.5, padding zeroed; differences 0 at the first frame and at padding
+    expected = torch.tensor([[[0.0] * 4 + [0.0] * 4, [2.0] * 4 + [2.0] * 4, [0.0] * 8]])
+    torch.testing.assert_close(seen[0], expected)
