@@ -31,8 +31,8 @@ ARGS = ["--weights", "none", "--input-size", "64", "--dtype", "float32", "--batc
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("many")
-    for i in range(12):
-        make_video(root / ("run" if i % 2 else "walk") / f"{i:02d}.mp4", 16 + i)
+    for i in range(10):
+        make_video(root / ("run" if i % 2 else "walk") / f"{i:02d}.mp4", 12 + i)
     (root / "walk" / "broken.mp4").write_bytes(b"\x00" * 100)
     return root
 
@@ -72,12 +72,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_cache(source, reference, tmp_
     proc.wait()
     proc.stderr.close()
     assert not out.exists(), "the run finished before it was killed: nothing was tested"
-    assert 0 < len(list(segments.glob("segment-*.h5")))
+    assert list(segments.glob("segment-*.h5"))
 
     r = CliRunner().invoke(main, ["extract", str(source), "-o", str(out), *ARGS])
     assert r.exit_code == 1, r.output
     done_before = int(r.output.split(" already there")[0].rsplit(", ", 1)[1])
-    assert 0 < done_before < 12
+    assert 0 < done_before < 10
     assert not segments.exists()
     assert_same_cache(reference, out)
 
