@@ -140,11 +140,13 @@ def resolve_splits(
     else:
         out = {"train": labelled, "val": labelled[:0], "test": labelled[:0]}
         how = f"stratified by class, groups kept together, seed {seed}"
-    if not from_column or len(out["test"]) == 0 and len(out["val"]) == 0:
+    carve_test = not from_column or (len(out["test"]) == 0 and len(out["val"]) == 0)
+    if carve_test:
         out["train"], out["test"] = _carve(seqs, out["train"], test_fraction, seed)
         how += "; test carved out of train" if from_column else ""
     if len(out["val"]) == 0:
-        fraction = val_fraction / max(1e-9, 1.0 - (0.0 if from_column else test_fraction))
+        # a fraction of what is left, so that val is val_fraction of the whole
+        fraction = val_fraction / max(1e-9, 1.0 - (test_fraction if carve_test else 0.0))
         out["train"], out["val"] = _carve(seqs, out["train"], fraction, seed + 1)
         how += "; val carved out of train" if from_column else ""
     log(f"split: train {len(out['train'])}, val {len(out['val'])}, test {len(out['test'])} ({how})")
