@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,49 +69,86 @@ def make_source(root: Path, lengths: list[int]) -> Path:
     return root
 
 
-def run_actrec(source: Path, out: Path, backbone: str, precision: str, batch: int, workers: int):
+def run_actrec(
+    source: Path, out: Path, backbone: str, precision: str, batch: int, workers: int, device: str
+):
     for stale in out.parent.glob(out.name + "*"):
         if stale.is_file():
             stale.unlink()
     config = ExtractConfig(
         source=source, output=out, backbone=backbone, weights="none", batch_size=batch,
-        workers=workers, precision=precision, device="cpu", progress=False,
+        workers=workers, precision=precision, device=device, progress=False,
     )  # fmt: skip
-    start = time.perf_counter()
-    result = run_extraction(config)
-    seconds = time.perf_counter() - start
-    return result.frames / seconds, result.frames
+    with GpuUtilisation(device) as util:
+        start = time.perf_counter()
+        result = run_extraction(config)
+        seconds = time.perf_counter() - start
+    return result.frames / seconds, result.frames, util.mean
 
 
-def run_naive(source: Path, backbone: str, precision: str) -> float:
+class GpuUtilisation:
+    """Mean GPU utilisation (%) while the block runs, sampled by NVML; None off CUDA."""
+
+    def __init__(self, device: str, every_s: float = 0.2) -> None:
+        self.device, self.every_s, self.samples = torch.device(device), every_s, []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.device.type == "cuda":
+            threading.Thread(target=self._sample, daemon=True).start()
+        return self
+
+    def _sample(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            return
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
+        while not self._stop.wait(self.every_s):
+            self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    @property
+    def mean(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
+def run_naive(source: Path, backbone: str, precision: str, device: str) -> float:
     """Per-video loop as in many extractors: whole video in memory, PIL transforms per frame."""
     weights = torchvision.models.get_model_weights(backbone).DEFAULT
     transform = weights.transforms()
     torch.manual_seed(0)
+    device = torch.device(device)
     model = torchvision.models.get_model(backbone, weights=None).eval()
-    model.fc = torch.nn.Identity()
-    device = torch.device("cpu")
+    model.fc = torch.nn.Identity()  # what naive extractors do; actrec itself never does this
+    model.to(device)
     frames_total = 0
     start = time.perf_counter()
     for item in find_items(source):
         with av.open(str(item.path)) as c:
             images = [f.to_image() for f in c.decode(video=0)]
-        x = torch.stack([transform(im) for im in images])
+        x = torch.stack([transform(im) for im in images]).to(device)
         with torch.inference_mode(), autocast(device, precision):
-            model(x)
+            model(x).cpu()
         frames_total += len(images)
     return frames_total / (time.perf_counter() - start)
 
 
-def run_model_ceiling(backbone: str, precision: str, batch: int, seconds: float = 8.0) -> float:
-    net = load_backbone(backbone, "none")
-    device = torch.device("cpu")
-    x = torch.randn(batch, 3, *net.input_size).contiguous(memory_format=torch.channels_last)
+def run_model_ceiling(
+    backbone: str, precision: str, batch: int, device: str, seconds: float = 8.0
+) -> float:
+    device = torch.device(device)
+    net = load_backbone(backbone, "none", device=device)
+    x = torch.randn(batch, 3, *net.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
-        net.module(x)  # warm-up: oneDNN picks its kernels
+        net.module(x).cpu()  # warm-up: oneDNN / cuDNN pick their kernels
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            net.module(x)
+            net.module(x).cpu()  # the copy back, as the pipeline does, also synchronises
             n += batch
     return n / (time.perf_counter() - start)
 
@@ -154,66 +192,80 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--dir", type=Path, default=None, help="where to keep generated videos")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bench/gpu.sh)")
+    p.add_argument("--skip-naive", action="store_true", help="leave out the naive pipeline")
+    p.add_argument("--skip-memory", action="store_true", help="leave out the memory check")
     args = p.parse_args(argv)
 
     lengths = [20, 40, 80] if args.quick else [25, 50, 100, 200, 400, 600]
     work = args.dir or Path(tempfile.mkdtemp(prefix="actrec-bench-"))
     source = make_source(work / "videos", lengths)
     backbones = ["resnet18"] + (["resnet50"] if args.resnet50 else [])
+    measure = 3 if args.quick else 10
     rows = []
     for backbone in backbones:
         decoder = run_decoder_ceiling(source, backbone, args.workers)
         for precision in args.precisions.split(","):
-            model = run_model_ceiling(backbone, precision, args.batch_size, 3 if args.quick else 10)
-            ours, frames = run_actrec(
-                source, work / "out.h5", backbone, precision, args.batch_size, args.workers
+            model = run_model_ceiling(backbone, precision, args.batch_size, args.device, measure)
+            ours, frames, util = run_actrec(
+                source, work / "out.h5", backbone, precision, args.batch_size, args.workers,
+                args.device,
+            )  # fmt: skip
+            naive = (
+                float("nan")
+                if args.skip_naive
+                else run_naive(source, backbone, precision, args.device)
             )
-            naive = run_naive(source, backbone, precision)
             limit = min(model, decoder)
             rows.append({
                 "backbone": backbone, "precision": precision, "frames": frames,
                 "actrec_fps": round(ours, 1), "naive_fps": round(naive, 1),
                 "model_ceiling_fps": round(model, 1), "decoder_ceiling_fps": round(decoder, 1),
                 "vs_naive": round(ours / naive, 2), "vs_limit": round(ours / limit, 3),
-                "limit": "model" if model <= decoder else "decoder",
+                "limit": "model" if model <= decoder else "decoder", "gpu_util_pct": util,
             })  # fmt: skip
             print(rows[-1], flush=True)
 
     short, long = (50, 1000) if args.quick else (250, 3000)  # 2 s vs 40 s; 10 s vs 2 min
     memory = {}
-    for name, n in (("short", short), ("long", long)):
+    for name, n in () if args.skip_memory else (("short", short), ("long", long)):
         folder = work / f"memory_{name}"
         make_video(folder / "m" / "v.mp4", n)
         memory[name] = {"frames": n, **peak_memory(folder, work / f"memory_{name}.h5")}
-    growth = memory["long"]["main_mib"] - memory["short"]["main_mib"]
+    growth = memory["long"]["main_mib"] - memory["short"]["main_mib"] if memory else float("nan")
 
     header = (
         f"{'backbone':<9} {'precision':<9} {'actrec':>8} {'naive':>7} {'model':>7} "
         f"{'decoder':>8} {'x naive':>8} {'% limit':>8}  limit"
     )
-    print("\nframes per second, 224x224, batch", args.batch_size, ", workers", args.workers)
+    print(f"\nframes per second, 224x224, batch {args.batch_size}, workers {args.workers}, "
+          f"device {args.device}")  # fmt: skip
     print(header)
     for r in rows:
         print(
             f"{r['backbone']:<9} {r['precision']:<9} {r['actrec_fps']:>8.1f} {r['naive_fps']:>7.1f} "
             f"{r['model_ceiling_fps']:>7.1f} {r['decoder_ceiling_fps']:>8.1f} "
             f"{r['vs_naive']:>8.2f} {100 * r['vs_limit']:>7.1f}%  {r['limit']}"
+            + (f"  GPU busy {r['gpu_util_pct']}%" if r["gpu_util_pct"] is not None else "")
         )
     for name, m in memory.items():
         print(f"peak RSS, {name} video ({m['frames']} frames): main {m['main_mib']} MiB, "
               f"worker {m['worker_mib']} MiB")  # fmt: skip
-    print(f"growth from short to long: {growth:+.1f} MiB (main process)")
+    if memory:
+        print(f"growth from short to long: {growth:+.1f} MiB (main process)")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {
         "rows": rows, "memory": memory, "memory_growth_mib": round(growth, 1),
         "lengths": lengths, "batch_size": args.batch_size, "workers": args.workers,
+        "device": args.device,
         "quick": args.quick, "cpus": os.cpu_count(), "machine": platform.processor(),
         "torch": str(torch.__version__), "threads": torch.get_num_threads(),
         "maxrss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
-    (RESULTS / "extract.json").write_text(json.dumps(report, indent=1))
-    print(f"wrote {RESULTS / 'extract.json'}")
+    out = RESULTS / ("extract.json" if args.device == "cpu" else "extract_gpu.json")
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
