@@ -61,8 +61,8 @@ def make_video(path: Path, n_frames: int, width: int = 320, height: int = 240, f
             out.mux(packet)
 
 
-def make_source(root: Path, lengths: list[int]) -> Path:
-    for i, n in enumerate(lengths):
+def make_source(root: Path, lengths: list[int], copies: int = 1) -> Path:
+    for i, n in enumerate(lengths * copies):
         video = root / "bench" / f"{i:03d}_{n}.mp4"
         if not video.exists():
             make_video(video, n)
@@ -193,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--dir", type=Path, default=None, help="where to keep generated videos")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bench/gpu.sh)")
+    p.add_argument("--copies", type=int, default=1, help="videos of each length (more on a GPU)")
     p.add_argument("--skip-naive", action="store_true", help="leave out the naive pipeline")
     p.add_argument("--skip-memory", action="store_true", help="leave out the memory check")
     args = p.parse_args(argv)
 
     lengths = [20, 40, 80] if args.quick else [25, 50, 100, 200, 400, 600]
     work = args.dir or Path(tempfile.mkdtemp(prefix="actrec-bench-"))
-    source = make_source(work / "videos", lengths)
+    source = make_source(work / "videos", lengths, args.copies)
     backbones = ["resnet18"] + (["resnet50"] if args.resnet50 else [])
     measure = 3 if args.quick else 10
     rows = []
