@@ -213,18 +213,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     # -- the loop -------------------------------------------------------------------------------
     history: list[dict] = []
     best_key, best_epoch, stale, step = None, -1, 0, 0
-    train_y = seqs.label  # (V,)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
+        t_data = time.perf_counter()  # planning counts as batch building
         plans = sampler.plan(generator)
         bar = tqdm(total=len(plans), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress, file=sys.stderr)  # fmt: skip
-        t_data = time.perf_counter()
         for x, mask, plan in batches(seqs, plans, cfg.workers):
             x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
-            y = torch.as_tensor(train_y[plan.positions.numpy()], device=device)  # (B,)
+            y = plan.labels.to(device)  # (B,)
             data_seconds += time.perf_counter() - t_data
             lr = lr_at(step, total_steps, warmup, cfg.lr)
             for group in optimizer.param_groups:
