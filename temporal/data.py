@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,9 +408,15 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchPlan]]:
     """(x (B, T, D) in the cache's dtype, mask (B, T), plan) for each planned batch, in order."""
     if not seqs.lazy:
-        for plan in plans:
-            x, mask = gather(seqs.features, plan)
-            yield x, mask, plan
+        # one batch ahead in a thread: index_select releases the GIL, so the next gather runs
+        # while the caller's step does, and a cheap head does not wait for its batches
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(gather, seqs.features, plans[0]) if plans else None
+            for i, plan in enumerate(plans):
+                x, mask = ahead.result()
+                if i + 1 < len(plans):
+                    ahead = pool.submit(gather, seqs.features, plans[i + 1])
+                yield x, mask, plan
         return
     dataset = LazyBatches(seqs, plans)
     loader = torch.utils.data.DataLoader(
