@@ -29,7 +29,7 @@ _SPLIT_NAMES = {
     "val": "val", "valid": "val", "validation": "val", "dev": "val",
     "test": "test", "testing": "test",
 }  # fmt: skip
-_STATS_BLOCK = 1 << 16  # rows per block when summing statistics (same blocks in memory and lazy)
+_STATS_BLOCK = 1 << 16  # about this many rows per block when summing statistics
 
 
 def _stderr(message: str) -> None:
@@ -211,15 +211,21 @@ def _row_blocks(seqs: Sequences, positions: np.ndarray) -> Iterator[tuple[int, i
             stop = e
             continue
         if first is not None:
-            yield from _blocks(first, stop)
+            yield from _blocks(first, stop, seqs.chunk_rows)
         first, stop = s, e
     if first is not None:
-        yield from _blocks(first, stop)
+        yield from _blocks(first, stop, seqs.chunk_rows)
 
 
-def _blocks(first: int, stop: int) -> Iterator[tuple[int, int]]:
-    for a in range(first, stop, _STATS_BLOCK):
-        yield a, min(a + _STATS_BLOCK, stop)
+def _blocks(first: int, stop: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
+    # boundaries on whole chunks, so that a lazy read never loads a chunk twice; the same blocks
+    # in memory, so that both sum in the same order and agree to the last bit
+    step = max(1, _STATS_BLOCK // chunk_rows) * chunk_rows
+    a = first
+    while a < stop:
+        b = min((a // step + 1) * step, stop)
+        yield a, b
+        a = b
 
 
 def feature_stats(seqs: Sequences, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

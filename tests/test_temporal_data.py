@@ -185,3 +185,11 @@ def test_import_refuses_mixed_dimensions(tmp_path):
     with pytest.raises(ActrecError, match="2.npy: dimension 5, but the first item has 4"):
         import_sequences(tmp_path / "src", tmp_path / "c.h5")
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_statistics_blocks_fall_on_chunk_boundaries(monkeypatch):
+    from actrec.temporal import data
+
+    monkeypatch.setattr(data, "_STATS_BLOCK", 150)
+    assert list(data._blocks(5, 300, 64)) == [(5, 128), (128, 256), (256, 300)]
+    assert list(data._blocks(0, 10, 64)) == [(0, 10)]
