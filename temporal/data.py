@@ -167,7 +167,10 @@ def _carve(
 
     groups = _group_keys(seqs, positions)
     n_groups = len(set(groups))
-    n_splits = min(max(2, round(1.0 / max(fraction, 1e-9))), n_groups)
+    # scikit-learn refuses more folds than the largest class has members: on small sets hold
+    # out a little more than asked rather than fail
+    largest_class = int(np.bincount(seqs.label[positions]).max()) if len(positions) else 0
+    n_splits = min(max(2, round(1.0 / max(fraction, 1e-9))), n_groups, largest_class)
     if n_splits < 2 or fraction <= 0:
         return positions, positions[:0]
     with warnings.catch_warnings():

@@ -60,6 +60,15 @@ def test_stratified_group_split_keeps_groups_together(tmp_path):
     )
 
 
+def test_a_small_set_splits_with_every_class_on_every_side(tmp_path):
+    # five videos a class: fewer than the folds a 15% hold-out asks scikit-learn for
+    seqs = load_sequences(cache_of(tmp_path / "c.h5", videos(15, groups_per_class=5)))
+    splits = resolve_splits(seqs, log=lambda _: None)
+    assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(15))
+    for name in ("train", "val", "test"):
+        assert set(seqs.label[splits[name]]) == {0, 1, 2}, name
+
+
 def test_split_column_is_used_and_leakage_is_loud(tmp_path):
     def split(i):
         return "test" if i % 7 == 0 else "train"
