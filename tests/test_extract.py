@@ -379,6 +379,12 @@ def test_features_equal_a_direct_forward_pass(source, tmp_path):
 def test_a_weights_file_loads_and_changes_the_features(source, tmp_path):
     torch.manual_seed(1)
     trained = torchvision.models.resnet18(num_classes=7)  # a fine-tuned head: dropped anyway
+    for m in trained.modules():  # batch-norm statistics as training leaves them, not 0 and 1
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
     path = tmp_path / "mine.pth"
     torch.save({"state_dict": trained.state_dict()}, path)
     args = [source, "--input-size", "64", "--dtype", "float32", "--quiet"]
@@ -386,6 +392,11 @@ def test_a_weights_file_loads_and_changes_the_features(source, tmp_path):
     assert extract([*args, "-o", tmp_path / "n.h5", "--weights", "none"]).exit_code == 0
     f, n = read(tmp_path / "f.h5"), read(tmp_path / "n.h5")
     assert not np.allclose(f["videos"]["cat/a.mp4"].features, n["videos"]["cat/a.mp4"].features)
+    # the loaded weights (batch norm folded into the convolutions) give the model's own features
+    trained.fc = nn.Identity()
+    net = load_backbone("resnet18", str(path), input_size=(64, 64))
+    expected = direct_features(trained, source / "cat/a.mp4", net)
+    np.testing.assert_allclose(f["videos"]["cat/a.mp4"].features, expected, rtol=1e-4, atol=1e-4)
     trained.fc = nn.Identity()
     net = load_backbone("resnet18", str(path), input_size=(64, 64))
     expected = direct_features(trained, source / "cat" / "a.mp4", net)
