@@ -165,30 +165,60 @@ def run_decoder_ceiling(source: Path, backbone: str, workers: int) -> float:
 
 MEMORY_SCRIPT = """
 import resource, sys
-from actrec.extract import ExtractConfig, run_extraction
-run_extraction(ExtractConfig(source=sys.argv[1], output=sys.argv[2], weights="none",
-    input_size=(112, 112), batch_size=32, workers=1, device="cpu", progress=False))
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(own, kids)
+from pathlib import Path
+mode, source, out = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+if mode == "actrec":
+    from actrec.extract import ExtractConfig, run_extraction
+    run_extraction(ExtractConfig(source=source, output=out, weights="none", input_size=(112, 112),
+        batch_size=32, workers=1, device="cpu", progress=False))
+else:  # the naive way: the whole video decoded into memory, then transformed
+    import av, torch, torchvision
+    from torchvision.transforms import v2
+    t = v2.Compose([v2.PILToTensor(), v2.Resize(128), v2.CenterCrop(112), v2.ToDtype(torch.float32, scale=True)])
+    model = torchvision.models.resnet18().eval()
+    for video in sorted(source.rglob("*.mp4")):
+        with av.open(str(video)) as c:
+            images = [f.to_image() for f in c.decode(video=0)]
+        with torch.inference_mode():
+            model(torch.stack([t(im) for im in images]))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent, VmHWM starts afresh
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+print(int(status["VmHWM"].split()[0]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def peak_memory(source: Path, out: Path) -> dict:
-    """Peak RSS (MiB) of a fresh process extracting ``source``, and of its decoding worker."""
+def peak_memory(mode: str, source: Path, out: Path) -> dict:
+    """Peak RSS (MiB) of a fresh process running ``mode`` (actrec or naive) over ``source``,
+    and of its decoding worker (actrec only)."""
     done = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(source), str(out)],
+        [sys.executable, "-c", MEMORY_SCRIPT, mode, str(source), str(out)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     own, kids = (int(x) / 1024 for x in done.stdout.split())
-    return {"main_mib": round(own, 1), "worker_mib": round(kids, 1)}
+    return {
+        "main_mib": round(own, 1),
+        **({"worker_mib": round(kids, 1)} if mode == "actrec" else {}),
+    }
+
+
+def default_precisions(device: str) -> str:
+    """bfloat16 is worth timing on CUDA and on CPUs with AVX-512 BF16 or AMX; elsewhere it is
+    emulated, several times slower than float32, and would only make the run long."""
+    if torch.device(device).type == "cuda":
+        return "float32,bfloat16"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "float32,bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter videos (about 3 minutes)")
     p.add_argument("--resnet50", action="store_true", help="also resnet50 (slow on a CPU)")
-    p.add_argument("--precisions", default="float32,bfloat16")
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help="comma-separated [default: float32, and bfloat16 where the CPU has it natively]",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--dir", type=Path, default=None, help="where to keep generated videos")
@@ -198,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-memory", action="store_true", help="leave out the memory check")
     args = p.parse_args(argv)
 
-    lengths = [20, 40, 80] if args.quick else [25, 50, 100, 200, 400, 600]
+    # enough frames that start-up (model, workers) is a small part of every timing
+    lengths = [60, 120, 240] if args.quick else [25, 50, 100, 200, 400, 600]
+    precisions = (args.precisions or default_precisions(args.device)).split(",")
     work = args.dir or Path(tempfile.mkdtemp(prefix="actrec-bench-"))
     source = make_source(work / "videos", lengths, args.copies)
     backbones = ["resnet18"] + (["resnet50"] if args.resnet50 else [])
@@ -206,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for backbone in backbones:
         decoder = run_decoder_ceiling(source, backbone, args.workers)
-        for precision in args.precisions.split(","):
+        for precision in precisions:
             model = run_model_ceiling(backbone, precision, args.batch_size, args.device, measure)
             ours, frames, util = run_actrec(
                 source, work / "out.h5", backbone, precision, args.batch_size, args.workers,
@@ -232,8 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, n in () if args.skip_memory else (("short", short), ("long", long)):
         folder = work / f"memory_{name}"
         make_video(folder / "m" / "v.mp4", n)
-        memory[name] = {"frames": n, **peak_memory(folder, work / f"memory_{name}.h5")}
-    growth = memory["long"]["main_mib"] - memory["short"]["main_mib"] if memory else float("nan")
+        memory[name] = {
+            "frames": n,
+            "actrec": peak_memory("actrec", folder, work / f"memory_{name}.h5"),
+            "naive": peak_memory("naive", folder, work / f"memory_{name}.h5"),
+        }
+    growth = {
+        way: memory["long"][way]["main_mib"] - memory["short"][way]["main_mib"] if memory else None
+        for way in ("actrec", "naive")
+    }
 
     header = (
         f"{'backbone':<9} {'precision':<9} {'actrec':>8} {'naive':>7} {'model':>7} "
@@ -250,14 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             + (f"  GPU busy {r['gpu_util_pct']}%" if r["gpu_util_pct"] is not None else "")
         )
     for name, m in memory.items():
-        print(f"peak RSS, {name} video ({m['frames']} frames): main {m['main_mib']} MiB, "
-              f"worker {m['worker_mib']} MiB")  # fmt: skip
+        print(f"peak RSS, {name} video ({m['frames']} frames, 112x112): actrec main "
+              f"{m['actrec']['main_mib']} MiB + worker {m['actrec']['worker_mib']} MiB; "
+              f"naive {m['naive']['main_mib']} MiB")  # fmt: skip
     if memory:
-        print(f"growth from short to long: {growth:+.1f} MiB (main process)")
+        print(f"growth from short to long: actrec {growth['actrec']:+.1f} MiB, "
+              f"naive {growth['naive']:+.1f} MiB")  # fmt: skip
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {
-        "rows": rows, "memory": memory, "memory_growth_mib": round(growth, 1),
+        "rows": rows, "memory": memory, "memory_growth_mib": growth,
         "lengths": lengths, "batch_size": args.batch_size, "workers": args.workers,
         "device": args.device,
         "quick": args.quick, "cpus": os.cpu_count(), "machine": platform.processor(),
