@@ -32,7 +32,10 @@ class Prediction:
 
 
 def run_cache_attrs(run_config: dict[str, Any], cache: Path | None = None) -> dict[str, Any]:
-    """The root attributes of the cache a run was trained on, which say how to extract."""
+    """The root attributes of the cache a run was trained on, which say how to extract: from
+    ``cache`` where given, else as the run recorded them, else from the run's cache file."""
+    if cache is None and run_config.get("cache_attrs"):
+        return dict(run_config["cache_attrs"])
     path = Path(cache or run_config.get("cache", ""))
     if not path.is_file():
         raise ActrecError(

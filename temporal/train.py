@@ -202,6 +202,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
         "cache": str(Path(cfg.cache).resolve()),
         "cache_fingerprint": seqs.fingerprint,
         "cache_backbone": seqs.attrs.get("backbone", ""),
+        "cache_attrs": seqs.attrs,  # how its features were made: `predict` extracts the same way
         "dim": seqs.dim, "classes": seqs.classes, "head_kwargs": head_kwargs,
         "parameters": n_params, "device_used": str(device), "lazy_used": seqs.lazy,
         "split_sizes": {k: int(len(v)) for k, v in splits.items()}, "versions": versions(),

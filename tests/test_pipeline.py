@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from actrec.cli import main
-from actrec.common.cache import open_cache
+from actrec.common.cache import open_cache, write_cache
 from actrec.demo import run_demo
 from actrec.synthetic import CLASSES, clip_frames
 
@@ -72,16 +72,31 @@ def test_predict_prints_top_k_and_writes_timelines(demo_dir, tmp_path):
     assert times == sorted(times)
 
 
-def test_predict_without_the_runs_cache_is_a_clear_error(demo_dir, tmp_path):
+@pytest.mark.slow
+def test_predict_needs_no_cache_but_checks_one_given(demo_dir, tmp_path):
     out, runs, _ = demo_dir
     config = json.loads((runs[0] / "config.json").read_text())
     moved = tmp_path / "run"
     moved.mkdir()
-    for name in ("model.pt", "config.json"):
-        (moved / name).write_bytes((runs[0] / name).read_bytes())
+    (moved / "model.pt").write_bytes((runs[0] / "model.pt").read_bytes())
     config["cache"] = str(tmp_path / "gone.h5")
     (moved / "config.json").write_text(json.dumps(config))
-    clip = out / "videos" / "grow" / "000.mp4"
-    result = CliRunner().invoke(main, ["predict", str(clip), "--run", str(moved)])
+    clip = str(out / "videos" / "grow" / "000.mp4")
+    args = ["predict", clip, "--run", str(moved), "-o", str(tmp_path / "p"), "--device", "cpu"]
+    # the run recorded how its cache was made: the cache itself may be gone
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    # a cache given by hand must be the one the run trained on
+    other = tmp_path / "other.h5"
+    write_cache(other, [], {"backbone": "resnet50"}, dim=2048)
+    result = CliRunner().invoke(main, [*args, "--cache", str(other)])
+    assert (
+        result.exit_code == 2
+        and "pass --cache with the cache the run was trained on" in result.output
+    )
+    # a run without that record, and its cache gone: one clear line
+    del config["cache_attrs"]
+    (moved / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert "gone.h5 is not there: pass --cache" in result.output
