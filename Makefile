@@ -27,7 +27,7 @@ demo: install
 	$(VENV)/bin/actrec demo -o demo_out
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf demo_out bench/results .pytest_cache

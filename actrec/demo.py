@@ -31,7 +31,7 @@ def cached_weights(backbone: str = BACKBONE) -> str:
 def run_demo(
     out: Path,
     *,
-    clips_per_class: int = 20,
+    clips_per_class: int = 40,
     frames: int = 12,
     epochs: int = 40,
     seed: int = 0,
@@ -89,7 +89,7 @@ def run_demo(
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True, help="Folder for clips, cache, runs and reports.")  # fmt: skip
-@click.option("--clips-per-class", default=20, show_default=True, type=click.IntRange(min=4), help="Generated clips per class (6 classes).")  # fmt: skip
+@click.option("--clips-per-class", default=40, show_default=True, type=click.IntRange(min=4), help="Generated clips per class (6 classes).")  # fmt: skip
 @click.option("--frames", default=12, show_default=True, type=click.IntRange(min=4), help="Frames per clip.")  # fmt: skip
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Epochs per head (early stopping may end sooner).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed for the clips, the split and training.")  # fmt: skip
