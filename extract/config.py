@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from actrec.common.config import StrictConfig
 from actrec.common.device import PRECISIONS
 from actrec.common.errors import ActrecError
 
@@ -15,9 +14,11 @@ DTYPES = ("float16", "float32")
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(StrictConfig):
     """Everything `actrec extract` takes. Build it from keywords, or from a dict with
     :meth:`from_dict`, which refuses unknown keys."""
+
+    KIND = "extract settings"  # how errors name them (a class constant, not a field)
 
     source: Path  # a folder of class folders, or a CSV manifest
     output: Path  # the cache, CACHE.h5
@@ -48,16 +49,6 @@ class ExtractConfig:
         if isinstance(self.shard, str):
             self.shard = parse_shard(self.shard)
         self.validate()
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExtractConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ActrecError(
-                f"unknown extract settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
-        return cls(**values)
 
     def validate(self) -> None:
         """Option conflicts and impossible values, before any work starts."""

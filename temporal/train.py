@@ -15,15 +15,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actrec.common.config import StrictConfig
 from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
 from actrec.common.seeding import seed_everything
@@ -45,8 +45,10 @@ RUN_FILES = (
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StrictConfig):
     """Every option of `actrec train`; :meth:`from_dict` rejects unknown keys."""
+
+    KIND = "training options"  # how errors name them (a class constant, not a field)
 
     cache: str = ""  # the cache to train on
     out: str = ""  # the run folder to create
@@ -77,16 +79,6 @@ class TrainConfig:
     workers: int = 2  # DataLoader workers when lazy
     force: bool = False  # replace an existing run folder
     progress: bool = True  # tqdm bars
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ActrecError(
-                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
 
     def check(self) -> None:
         """Refuse impossible settings before any work is done."""

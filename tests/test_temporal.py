@@ -307,7 +307,7 @@ def test_unknown_head(order_cache, tmp_path):
 
 
 def test_unknown_config_key():
-    with pytest.raises(Exception, match="unknown training option.s. hiden; known: "):
+    with pytest.raises(Exception, match="unknown training options: hiden; known: "):
         TrainConfig.from_dict({"hiden": 3})
 
 
