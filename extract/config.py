@@ -78,12 +78,14 @@ class ExtractConfig(StrictConfig):
                 raise ActrecError(f"--shard {k}/{n}: K must be in 0..N-1")
 
     def resolved_shard(self) -> tuple[int, int]:
-        """(K, N): --shard, else torchrun's / Slurm's RANK and WORLD_SIZE, else (0, 1)."""
+        """(K, N): --shard, else torchrun's RANK and WORLD_SIZE, else Slurm's SLURM_PROCID and
+        SLURM_NTASKS (one task per process, started by srun), else (0, 1)."""
         if self.shard is not None:
             return self.shard
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        if world > 1:
-            return int(os.environ.get("RANK", "0") or 0), world
+        for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            n = int(os.environ.get(world, "1") or 1)
+            if n > 1:
+                return int(os.environ.get(rank, "0") or 0), n
         return 0, 1
 
     def resolved_workers(self) -> int:

@@ -145,9 +145,9 @@ def _summary(
 
 
 def _device(name: str) -> torch.device:
-    """`auto` under torchrun takes this process's own GPU (LOCAL_RANK)."""
+    """`auto` under torchrun or srun takes this process's own GPU (LOCAL_RANK, SLURM_LOCALID)."""
     device = resolve_device(name)
-    local = os.environ.get("LOCAL_RANK")
+    local = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID"))
     if name == "auto" and device.type == "cuda" and local is not None:
         device = resolve_device(f"cuda:{int(local)}")
     return device

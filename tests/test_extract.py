@@ -468,3 +468,24 @@ def test_real_clips_extract_every_frame(tmp_path, band_files):
         assert len(v.features) == len(times), vid
         np.testing.assert_allclose(v.timestamps, np.sort(times), atol=1e-6)
     assert len(c["videos"]["demo.mp4"].features) == 280
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (0, 1)),
+        ({"RANK": "2", "WORLD_SIZE": "4"}, (2, 4)),  # torchrun
+        ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8"}, (5, 8)),  # srun, one task per process
+        ({"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, (1, 2)),
+    ],
+)
+def test_shard_from_the_launcher(env, expected, monkeypatch, tmp_path):
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = ExtractConfig(source=tmp_path, output=tmp_path / "f.h5")
+    assert config.resolved_shard() == expected
+    assert ExtractConfig(
+        source=tmp_path, output=tmp_path / "f.h5", shard="1/3"
+    ).resolved_shard() == (1, 3)
