@@ -33,14 +33,16 @@ def clip_frames(action: str, n_frames: int, size: int, rng: np.random.Generator)
     lo, hi = side // 2, size - side // 2
     along = np.linspace(lo, hi, n_frames)  # positions along the motion
     across = float(rng.uniform(lo, hi))  # the fixed coordinate
+    centre = rng.uniform(size / 3, 2 * size / 3, 2)  # where grow / shrink happen
+    largest = float(rng.uniform(size / 5, size / 3))  # the half-side grow ends at
     if action in ("move_left", "move_up", "shrink"):
         along = along[::-1]
     frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
     for t in range(n_frames):
         if action in ("grow", "shrink"):
             growth = (along[t] - lo) / max(hi - lo, 1)  # 0..1
-            half = int(2 + growth * size / 3)
-            cy = cx = size // 2
+            half = int(2 + growth * largest)
+            cx, cy = centre
         else:
             half = side // 2
             cx, cy = (
