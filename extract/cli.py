@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from actrec.common.device import PRECISIONS
 from actrec.common.errors import ActrecError
 
 
@@ -89,7 +90,7 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
     help="Forward-pass precision: auto is bfloat16 on CUDA, float32 on CPU.",
@@ -105,7 +106,7 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
     "--shard",
     metavar="K/N",
     help="Only items K, K+N, ... into NAME.shardKofN.h5 [default: from torchrun's "
-    "RANK/WORLD_SIZE]; join shards with actrec merge.",
+    "RANK/WORLD_SIZE or srun's SLURM_PROCID/SLURM_NTASKS]; join shards with actrec merge.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(source: Path, output: Path, backbone: str, weights: str, input_size, mean, std,
