@@ -394,8 +394,12 @@ def combine(
     attrs: dict[str, Any] | None = None,
     classes: Sequence[str] | None = None,
     failed: dict[str, str] | None = None,
+    dim: int | None = None,
 ) -> Path:
     """Join caches (shards, segments, an older cache) into one, sorted by id, atomically.
+
+    ``dim`` is the feature size where no input holds a video (every item failed); otherwise it
+    comes from the inputs.
 
     All inputs must share a fingerprint. A video found in several inputs is stored once (they
     hold the same features). Failures stand only where no input stored the video. Features are
@@ -426,7 +430,7 @@ def combine(
         names = set(classes or [])
         for c in caches:
             names |= set(c.index.classes)
-        dim = dims.pop() if dims else int(attrs.get("dim", 0) if attrs else first.dim)
+        dim = dims.pop() if dims else (first.dim if dim is None else dim)
         videos = (owner[vid][0].video(owner[vid][1]) for vid in sorted(owner))
         return write_cache(
             out,
@@ -523,7 +527,7 @@ class PartialCache:
                 self.cache_path, [], self.attrs, dim=self.dim, dtype=self.dtype, classes=classes
             )
         else:
-            combine(inputs, self.cache_path, attrs=self.attrs, classes=classes)
+            combine(inputs, self.cache_path, attrs=self.attrs, classes=classes, dim=self.dim)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.cache_path
 

@@ -140,3 +140,13 @@ def test_inspect_and_merge_cli(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     r = runner.invoke(main, ["inspect", str(tmp_path / "junk.h5")])
     assert r.exit_code == 2 and "not a readable HDF5 cache" in r.output
+
+
+def test_a_partial_cache_of_failures_only_keeps_its_dimension(tmp_path):
+    p = PartialCache(tmp_path / "c.h5", ATTRS, dim=8, dtype="float16")
+    p.start()
+    p.add([], {"a/1.mp4": "empty file"})
+    p.finish(classes=["a"])
+    with open_cache(tmp_path / "c.h5") as c:
+        assert len(c) == 0 and c.dim == 8 and c.index.failed == {"a/1.mp4": "empty file"}
+        assert c.verify() == []
