@@ -150,3 +150,25 @@ def test_a_partial_cache_of_failures_only_keeps_its_dimension(tmp_path):
     with open_cache(tmp_path / "c.h5") as c:
         assert len(c) == 0 and c.dim == 8 and c.index.failed == {"a/1.mp4": "empty file"}
         assert c.verify() == []
+
+
+def test_combine_many_inputs_under_a_low_open_file_limit(tmp_path):
+    # an extraction of thousands of videos leaves thousands of segments; many systems allow
+    # 1,024 open files: combine must not hold every input open at once
+    import os
+    import resource
+
+    inputs = []
+    for i in range(150):
+        inputs.append(tmp_path / f"s{i:03d}.h5")
+        write_cache(inputs[-1], [make_video(f"v{i:03d}", 2, seed=i)], ATTRS, dim=8, dtype="float32")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 20
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 64, hard))
+    try:
+        combine(inputs, tmp_path / "all.h5")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open_cache(tmp_path / "all.h5") as c:
+        assert len(c) == 150 and c.verify() == []
+        np.testing.assert_array_equal(c.features(149), make_video("v149", 2, seed=149).features)
