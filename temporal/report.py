@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -133,7 +134,18 @@ def _per_class_rows(metrics: dict) -> list[list]:
 
 
 def _config_rows(config: dict) -> list[list]:
-    return [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in config.items()]
+    # the cache's attributes get a table of their own (_feature_rows): one cell would be a wall
+    return [
+        [k, json.dumps(v) if isinstance(v, (dict, list)) else v]
+        for k, v in config.items()
+        if k != "cache_attrs"
+    ]
+
+
+def _feature_rows(config: dict) -> list[list]:
+    """How the run's features were made: the cache's root attributes, as the run recorded them."""
+    attrs = config.get("cache_attrs") or {}
+    return [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in attrs.items()]
 
 
 def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -161,6 +173,7 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
                     f"{r['val_loss']:.4f}", f"{r['val_accuracy']:.4f}", f"{r['lr']:.2e}",
                     f"{r['seconds']:.1f}"] for r in history]),
         "## Configuration", _md_table(["option", "value"], _config_rows(config)),
+        "## Features (the cache's attributes)", _md_table(["attribute", "value"], _feature_rows(config)),
     ]) + "\n"  # fmt: skip
     curves = (
         f"<img alt='learning curves' src='data:image/png;base64,{curves_png(history)}'>"
@@ -168,7 +181,8 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
         else ""
     )
     body = "\n".join([
-        f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(intro)) + "</p>",
         f"<h2>Metrics ({html.escape(split)})</h2>", _html_table(["metric", "value"], _summary_rows(metrics)),
         "<h2>Confusion matrix</h2>",
         f"<img alt='confusion matrix' src='data:image/png;base64,"
@@ -176,6 +190,8 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
         "<h2>Learning curves</h2>", curves,
         "<h2>Per class</h2>", _html_table(pc_header, _per_class_rows(metrics)),
         "<h2>Configuration</h2>", _html_table(["option", "value"], _config_rows(config)),
+        "<h2>Features (the cache's attributes)</h2>",
+        _html_table(["attribute", "value"], _feature_rows(config)),
     ])  # fmt: skip
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(md)

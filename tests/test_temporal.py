@@ -233,6 +233,9 @@ def test_report_holds_the_numbers_of_metrics_json(gru_run):
     assert page.count("data:image/png;base64,") == 2  # confusion heat map and learning curves
     assert "http://" not in page and "https://" not in page  # self-contained
     assert '"clip_len"' not in md and "| clip_len | 16 |" in md  # the configuration
+    # how the features were made, from the cache's attributes, one row each
+    assert "| backbone | synthetic |" in md and "<td>synthetic</td>" in page
+    assert "<code>gru</code>" in page and "`gru`" not in page
 
 
 def test_leaderboard_means_over_seeds(mean_runs, gru_run, tmp_path):
