@@ -29,9 +29,11 @@ SUMMARY_KEYS = (
     ("f1_macro", "F1 (macro)"),
 )  # fmt: skip
 # config keys that do not make two runs different experiments
+# not what makes an experiment: runs that differ only in these are seeds of one experiment
+# (`cache_attrs` holds e.g. when the cache was made; `cache_fingerprint` stands for its features)
 _NOT_SETTINGS = {
     "seed", "out", "force", "progress", "device", "workers", "lazy", "versions", "device_used",
-    "lazy_used", "best_epoch", "epochs_run", "parameters",
+    "lazy_used", "best_epoch", "epochs_run", "parameters", "cache_attrs",
 }  # fmt: skip
 
 
