@@ -506,22 +506,52 @@ class PartialCache:
         self.dtype = str(np.dtype(dtype))
         self.fingerprint = fingerprint({**self.attrs, "format_version": FORMAT_VERSION})
         self._next: int | None = None  # the number of the next segment
+        self._lock_handle = None  # the open lock file while this run holds the folder
 
     def start(self) -> None:
-        """Create the folder, or check that an existing one was made with the same settings."""
+        """Create the folder, or check that an existing one was made with the same settings;
+        either way, hold its lock until :meth:`finish` or :meth:`release`."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         meta = self.dir / "meta.json"
         if meta.exists():
             theirs = json.loads(meta.read_text())
             if theirs.get("fingerprint") != self.fingerprint:
+                self.release()
                 raise CacheError(
                     f"{self.dir}: an unfinished extraction made with other settings "
                     f"({_differences(theirs.get('attrs', {}), self.attrs)}); rerun it with its own "
                     "settings, or delete that folder to start again"
                 )
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         body = {"fingerprint": self.fingerprint, "dim": self.dim, "attrs": _jsonable(self.attrs)}
         _atomic_write_text(meta, json.dumps(body, indent=1))
+
+    def _lock(self) -> None:
+        # two runs into one folder would number their segments alike and overwrite each other's
+        # videos. A POSIX record lock (lockf), not flock: it belongs to this process alone, so
+        # forked decoding workers do not inherit it, and the kernel drops it the moment this
+        # process dies, `kill -9` included, whatever its orphaned workers are still doing.
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here (Windows): one run at a time is up to you
+            return
+        handle = open(self.dir / "lock", "a")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CacheError(
+                f"{self.cache_path}: another extraction is writing it now ({self.dir} is locked); "
+                "wait for it to finish, or write to another -o"
+            ) from None
+        self._lock_handle = handle
+
+    def release(self) -> None:
+        """Let another run continue this extraction (also done by :meth:`finish`)."""
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
 
     def segments(self) -> list[Path]:
         for stray in self.dir.glob("*.tmp*"):
@@ -560,6 +590,7 @@ class PartialCache:
         else:
             combine(inputs, self.cache_path, attrs=self.attrs, classes=classes, dim=self.dim)
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
         return self.cache_path
 
 

@@ -101,28 +101,31 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
             stored = set(c.index.ids)
     if stored and all(it.id in stored for it in items) and not partial.dir.exists():
         return _summary(output, started, extracted=0, frames=0, already=len(items), nothing=True)
-    partial.start()
-    in_partial, _ = partial.done()
-    stored |= in_partial
-    todo = [it for it in items if it.id not in stored]
+    partial.start()  # refuses other settings, and a second run into the same output
+    try:
+        in_partial, _ = partial.done()
+        stored |= in_partial
+        todo = [it for it in items if it.id not in stored]
 
-    extracted = frames = 0
-    for batch in stream_features(
-        todo,
-        backbone,
-        sampling,
-        device=device,
-        precision=precision,
-        batch_size=config.batch_size,
-        workers=min(config.resolved_workers(), len(todo)),
-        dtype=config.dtype,
-        progress=config.progress,
-    ):
-        # one segment per forward pass: a crash from here on loses no finished video
-        partial.add(batch.videos, batch.failed)
-        extracted += len(batch.videos)
-        frames += sum(len(v.features) for v in batch.videos)
-    partial.finish(classes=classes, extra_inputs=[output] if output.exists() else [])
+        extracted = frames = 0
+        for batch in stream_features(
+            todo,
+            backbone,
+            sampling,
+            device=device,
+            precision=precision,
+            batch_size=config.batch_size,
+            workers=min(config.resolved_workers(), len(todo)),
+            dtype=config.dtype,
+            progress=config.progress,
+        ):
+            # one segment per forward pass: a crash from here on loses no finished video
+            partial.add(batch.videos, batch.failed)
+            extracted += len(batch.videos)
+            frames += sum(len(v.features) for v in batch.videos)
+        partial.finish(classes=classes, extra_inputs=[output] if output.exists() else [])
+    finally:
+        partial.release()
     return _summary(output, started, extracted, frames, already=len(items) - len(todo))
 
 

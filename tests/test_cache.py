@@ -172,3 +172,30 @@ def test_combine_many_inputs_under_a_low_open_file_limit(tmp_path):
     with open_cache(tmp_path / "all.h5") as c:
         assert len(c) == 150 and c.verify() == []
         np.testing.assert_array_equal(c.features(149), make_video("v149", 2, seed=149).features)
+
+
+def test_a_second_run_into_the_same_partial_cache_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys; from actrec.common.cache import PartialCache\n"
+            f"p = PartialCache({str(tmp_path / 'c.h5')!r}, {ATTRS!r}, dim=8, dtype='float16')\n"
+            "p.start(); print('locked', flush=True); sys.stdin.readline()"
+        )],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = PartialCache(tmp_path / "c.h5", ATTRS, dim=8, dtype="float16")
+        with pytest.raises(CacheError, match="another extraction is writing it now"):
+            second.start()
+    finally:
+        holder.kill()  # as kill -9 would: the kernel drops the lock with the process
+        holder.wait()
+    second.start()
+    second.add([make_video("a", 2)])
+    second.finish(classes=["a"])
+    with open_cache(tmp_path / "c.h5") as c:
+        assert c.index.ids == ["a"]
