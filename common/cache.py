@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from actrec.common.errors import CacheError
 
@@ -396,6 +398,7 @@ def combine(
     classes: Sequence[str] | None = None,
     failed: dict[str, str] | None = None,
     dim: int | None = None,
+    progress: bool = False,
 ) -> Path:
     """Join caches (shards, segments, an older cache) into one, sorted by id, atomically.
 
@@ -434,11 +437,21 @@ def combine(
     root = dict(first_attrs if attrs is None else attrs)
     for key in ("format_version", "fingerprint"):
         root.pop(key, None)
-    with _OpenCaches(paths) as caches:
-        videos = (caches[owner[vid][0]].video(owner[vid][1]) for vid in sorted(owner))
+    with (
+        _OpenCaches(paths) as caches,
+        tqdm(total=len(owner), desc=f"writing {Path(out).name}", unit="video",
+             disable=not progress, file=sys.stderr, leave=False) as bar,
+    ):  # fmt: skip
+
+        def videos() -> Iterator[Video]:
+            for vid in sorted(owner):
+                k, i = owner[vid]
+                yield caches[k].video(i)
+                bar.update()
+
         return write_cache(
             out,
-            videos,
+            videos(),
             root,
             dim=dims.pop() if dims else dim,
             dtype=dtype,
@@ -580,7 +593,9 @@ class PartialCache:
         write_cache(seg, ordered, self.attrs, dim=self.dim, dtype=self.dtype, failed=failed)
         return seg
 
-    def finish(self, *, classes: Sequence[str], extra_inputs: Sequence[Path] = ()) -> Path:
+    def finish(
+        self, *, classes: Sequence[str], extra_inputs: Sequence[Path] = (), progress: bool = False
+    ) -> Path:
         """Combine the segments (and e.g. an older cache) into the cache, then remove the folder."""
         inputs = [*extra_inputs, *self.segments()]
         if not inputs:  # nothing at all was extracted: still write an empty, valid cache
@@ -588,7 +603,10 @@ class PartialCache:
                 self.cache_path, [], self.attrs, dim=self.dim, dtype=self.dtype, classes=classes
             )
         else:
-            combine(inputs, self.cache_path, attrs=self.attrs, classes=classes, dim=self.dim)
+            combine(
+                inputs, self.cache_path, attrs=self.attrs, classes=classes, dim=self.dim,
+                progress=progress,
+            )  # fmt: skip
         shutil.rmtree(self.dir, ignore_errors=True)
         self.release()
         return self.cache_path

@@ -89,5 +89,5 @@ def merge(shards: tuple[Path, ...], output: Path, force: bool) -> None:
         raise CacheError(f"{output} exists: pass --force to overwrite it")
     if output.resolve() in {s.resolve() for s in shards}:
         raise CacheError(f"{output} is one of the shards: write the merged cache elsewhere")
-    combine(list(shards), output)
+    combine(list(shards), output, progress=True)
     click.echo(summarize(output))

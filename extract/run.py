@@ -123,7 +123,11 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
             partial.add(batch.videos, batch.failed)
             extracted += len(batch.videos)
             frames += sum(len(v.features) for v in batch.videos)
-        partial.finish(classes=classes, extra_inputs=[output] if output.exists() else [])
+        partial.finish(
+            classes=classes,
+            extra_inputs=[output] if output.exists() else [],
+            progress=config.progress,
+        )
     finally:
         partial.release()
     return _summary(output, started, extracted, frames, already=len(items) - len(todo))
