@@ -120,7 +120,8 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
 
     Example: actrec extract videos/ -o feats.h5 --backbone resnet18 --fps 5
     """
-    from actrec.extract.config import ExtractConfig, parse_shard
+    from actrec.common.cache import partial_dir
+    from actrec.extract.config import ExtractConfig, parse_shard, shard_output
     from actrec.extract.run import run_extraction
 
     if not source.exists():
@@ -145,7 +146,16 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         shard=parse_shard(shard) if shard else None,
         progress=not quiet,
     )
-    result = run_extraction(config)
+    try:
+        result = run_extraction(config)
+    except KeyboardInterrupt:
+        kept = partial_dir(shard_output(output, *config.resolved_shard()))
+        click.echo(
+            f"\nInterrupted: the videos finished so far are kept in {kept}; "
+            "rerun the same command to go on.",
+            err=True,
+        )
+        raise SystemExit(130) from None  # the shell's code for a run stopped by Ctrl-C
     if result.nothing_to_do:
         click.echo(f"{result.output} already holds all {result.already} videos; nothing to do")
     else:

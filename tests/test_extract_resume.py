@@ -1,5 +1,6 @@
-"""Stage one across processes: a run killed with SIGKILL resumes to the cache an uninterrupted
-run writes, and two processes under torchrun write shards that merge into that cache too.
+"""Stage one across processes: a run killed with SIGKILL, or stopped with Ctrl-C, resumes to the
+cache an uninterrupted run writes, and two processes under torchrun write shards that merge into
+that cache too.
 
 Features are stored as float32 here and compared with a tolerance of a few float32 ulps: on the
 CPU a frame's embedding depends on which frames share its batch by about 1e-6 (oneDNN blocks
@@ -58,20 +59,33 @@ def assert_same_cache(a_path: Path, b_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_uninterrupted_cache(source, reference, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_run_resumes_to_the_uninterrupted_cache(source, reference, tmp_path, stop):
     out = tmp_path / "c.h5"
     cmd = [sys.executable, "-m", "actrec", "extract", str(source), "-o", str(out), *ARGS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # a job started in the background by a script inherits SIGINT ignored, and so would
+        # this child: give it the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     segments = partial_dir(out)
     deadline = time.monotonic() + 120
     while not list(segments.glob("segment-*.h5")):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "no segment written in 2 minutes"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, stop)
+    proc.wait(timeout=60)
+    said = proc.stderr.read().decode()
     proc.stderr.close()
     assert not out.exists(), "the run finished before it was killed: nothing was tested"
+    if stop == signal.SIGINT:  # Ctrl-C: a clear word on what is kept, and the shell's code
+        assert proc.returncode == 130, said
+        assert said.strip().endswith(
+            f"Interrupted: the videos finished so far are kept in {segments}; "
+            "rerun the same command to go on."
+        )
     assert list(segments.glob("segment-*.h5"))
 
     r = CliRunner().invoke(main, ["extract", str(source), "-o", str(out), *ARGS])
