@@ -206,67 +206,76 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     # -- the loop -------------------------------------------------------------------------------
     history: list[dict] = []
     best_key, best_epoch, stale, step = None, -1, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
-        t_data = time.perf_counter()  # planning counts as batch building
-        plans = sampler.plan(generator)
-        bar = tqdm(total=len(plans), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not cfg.progress, file=sys.stderr)  # fmt: skip
-        for x, mask, plan in batches(seqs, plans, cfg.workers):
-            x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
-            y = plan.labels.to(device)  # (B,)
-            data_seconds += time.perf_counter() - t_data
-            lr = lr_at(step, total_steps, warmup, cfg.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(x, mask)  # (B, C)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.update()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            t_data = time.perf_counter()
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        order, probs = predict_positions(
-            model, seqs, splits["val"], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
-            windows=cfg.eval_windows, device=device, workers=cfg.workers,
-        )  # fmt: skip
-        val_y = seqs.label[order]
-        val_acc = float((probs.argmax(1) == val_y).mean())
-        val_loss = nll(probs, val_y)
-        row = {
-            "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-            "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
-            "seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
-            "data_seconds": data_seconds,
-        }  # fmt: skip
-        history.append(row)
-        key = (val_acc, -val_loss)  # accuracy first; the loss breaks ties on small sets
-        improved = best_key is None or key > best_key
-        if improved:
-            best_key, best_epoch, stale = key, epoch, 0
-            save_checkpoint(
-                out / "model.pt", model, {**meta, "epoch": epoch, "val_accuracy": val_acc}
-            )
-        else:
-            stale += 1
-        log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
-            f"val loss {val_loss:.4f} acc {val_acc:.3f}  {row['seconds']:.1f} s"
-            f"{'  *' if improved else ''}")  # fmt: skip
-        _write_history(out / "history.csv", history)
-        if cfg.patience and stale >= cfg.patience:
-            log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
-            break
+    interrupted = False
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
+            t_data = time.perf_counter()  # planning counts as batch building
+            plans = sampler.plan(generator)
+            bar = tqdm(total=len(plans), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                       disable=not cfg.progress, file=sys.stderr)  # fmt: skip
+            for x, mask, plan in batches(seqs, plans, cfg.workers):
+                x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
+                y = plan.labels.to(device)  # (B,)
+                data_seconds += time.perf_counter() - t_data
+                lr = lr_at(step, total_steps, warmup, cfg.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = model(x, mask)  # (B, C)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.update()
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                t_data = time.perf_counter()
+            bar.close()
+            train_seconds = time.perf_counter() - t0
+            order, probs = predict_positions(
+                model, seqs, splits["val"], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
+                windows=cfg.eval_windows, device=device, workers=cfg.workers,
+            )  # fmt: skip
+            val_y = seqs.label[order]
+            val_acc = float((probs.argmax(1) == val_y).mean())
+            val_loss = nll(probs, val_y)
+            row = {
+                "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
+                "seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
+                "data_seconds": data_seconds,
+            }  # fmt: skip
+            history.append(row)
+            key = (val_acc, -val_loss)  # accuracy first; the loss breaks ties on small sets
+            improved = best_key is None or key > best_key
+            if improved:
+                best_key, best_epoch, stale = key, epoch, 0
+                save_checkpoint(
+                    out / "model.pt", model, {**meta, "epoch": epoch, "val_accuracy": val_acc}
+                )
+            else:
+                stale += 1
+            log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
+                f"val loss {val_loss:.4f} acc {val_acc:.3f}  {row['seconds']:.1f} s"
+                f"{'  *' if improved else ''}")  # fmt: skip
+            _write_history(out / "history.csv", history)
+            if cfg.patience and stale >= cfg.patience:
+                log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C keeps the work: the best checkpoint so far is evaluated and reported as usual
+        if best_epoch < 0:
+            raise
+        interrupted = True
+        _write_history(out / "history.csv", history)  # whole, even if the stop came mid-write
+        log(f"interrupted after epoch {len(history)}: evaluating the best checkpoint so far")
 
     # -- the best checkpoint on test ------------------------------------------------------------
     ckpt = torch.load(out / "model.pt", map_location=device, weights_only=True)
@@ -278,7 +287,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     metrics = write_results(
         out, [seqs.ids[i] for i in order], seqs.label[order], probs, seqs.classes, test_split
     )
-    run_config.update(best_epoch=best_epoch, epochs_run=len(history))
+    run_config.update(best_epoch=best_epoch, epochs_run=len(history), interrupted=interrupted)
     (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
     log(f"best epoch {best_epoch}; {test_split} accuracy {metrics['accuracy']:.4f}, "
         f"macro F1 {metrics['f1_macro']:.4f} ({metrics['n_samples']} videos)")  # fmt: skip

@@ -177,6 +177,42 @@ def test_same_seed_same_metrics(order_cache, tmp_path, mean_runs):
     assert (mean_runs[0] / "history.csv").read_text() != (mean_runs[1] / "history.csv").read_text()
 
 
+def test_ctrl_c_keeps_the_best_checkpoint_and_reports_it(order_cache, tmp_path):
+    said = []
+
+    def log(message: str) -> None:  # Ctrl-C as the third epoch ends
+        said.append(message)
+        if message.startswith("epoch   3"):
+            raise KeyboardInterrupt
+
+    cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "run"), head="mean",
+                      **{**FAST, "epochs": 10, "patience": 0})  # fmt: skip
+    run = train(cfg, log=log)
+    assert "interrupted after epoch 3: evaluating the best checkpoint so far" in said
+    config = json.loads((run / "config.json").read_text())
+    assert config["interrupted"] is True and config["epochs_run"] == 3
+    assert config["best_epoch"] in (1, 2, 3)
+    with open(run / "history.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+    for name in ("metrics.json", "predictions.csv", "report.html"):
+        assert (run / name).is_file(), name
+
+
+def test_ctrl_c_before_any_checkpoint_is_passed_on(order_cache, tmp_path, monkeypatch):
+    import importlib
+
+    training = importlib.import_module("actrec.temporal.train")  # the module, not train()
+
+    def stop(*args, **kwargs):  # Ctrl-C during the first validation: nothing to keep yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "predict_positions", stop)
+    cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "run"), head="mean", **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=lambda _: None)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_reloaded_checkpoint_gives_the_same_predictions(gru_run, order_cache):
     with open(gru_run / "predictions.csv") as fh:
         saved = {r["id"]: r for r in csv.DictReader(fh)}
