@@ -5,11 +5,11 @@ classes, and items always come sorted by id, so that shards and resumed runs agr
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from actrec.common.errors import ActrecError
+from actrec.common.manifest import read_manifest
 
 # Files with other extensions inside class folders are ignored (notes, thumbnails, .DS_Store);
 # a file with one of these that is not really a video is recorded as failed, not skipped.
@@ -117,36 +117,18 @@ def _item(root: Path, path: Path, label: str, split: str = "", group: str = "") 
 
 
 def _from_manifest(csv_path: Path) -> list[Item]:
-    root = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "path" not in columns:
-            raise ActrecError(
-                f"{csv_path}: no 'path' column (the header must be path,label[,split][,group])"
-            )
-        items, seen = [], set()
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if not row.get("path"):
-                continue
-            path = (root / row["path"]).resolve()
-            try:
-                vid = path.relative_to(root.resolve()).as_posix()
-            except ValueError:
-                vid = Path(row["path"]).as_posix()  # outside the CSV's folder: keep it as written
-            if vid in seen:
-                raise ActrecError(f"{csv_path}:{line}: {row['path']} is listed twice")
-            seen.add(vid)
-            kind = "frames" if path.is_dir() else "video"
-            items.append(
-                Item(
-                    vid,
-                    path,
-                    kind,
-                    row.get("label", ""),
-                    row.get("split", ""),
-                    row.get("group", ""),
-                )
-            )
+    root = csv_path.parent.resolve()
+    items, seen = [], set()
+    for row in read_manifest(csv_path):
+        if not row.path:
+            continue
+        try:
+            vid = row.file.relative_to(root).as_posix()
+        except ValueError:
+            vid = row.path  # outside the CSV's folder: keep it as written
+        if vid in seen:
+            raise ActrecError(f"{csv_path}:{row.line}: {row.path} is listed twice")
+        seen.add(vid)
+        kind = "frames" if row.file.is_dir() else "video"
+        items.append(Item(vid, row.file, kind, row.label, row.split, row.group))
     return items

@@ -7,7 +7,6 @@ to the manifest's folder). Items stream through one at a time, so the cache may 
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 
 from actrec.common.cache import Video, write_cache
 from actrec.common.errors import ActrecError
+from actrec.common.manifest import read_manifest
 
 
 @dataclass
@@ -40,22 +40,12 @@ def _from_folder(source: Path) -> list[_Item]:
 
 
 def _from_manifest(manifest: Path) -> list[_Item]:
-    with open(manifest, newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "path" not in columns:
-            raise ActrecError(
-                f"{manifest}: a manifest needs a header with a `path` column (path,label[,split][,group])"
-            )
-        items = []
-        for n, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            if not row.get("path"):
-                raise ActrecError(f"{manifest}, line {n}: empty path")
-            file = (manifest.parent / row["path"]).resolve()
-            items.append(_Item(id=Path(row["path"]).as_posix(), file=file,
-                               label=row.get("label", ""), split=row.get("split", ""),
-                               group=row.get("group", "")))  # fmt: skip
+    items = []
+    for row in read_manifest(manifest):
+        if not row.path:
+            raise ActrecError(f"{manifest}, line {row.line}: empty path")
+        items.append(_Item(id=row.path, file=row.file, label=row.label, split=row.split,
+                           group=row.group))  # fmt: skip
     if not items:
         raise ActrecError(f"{manifest}: the manifest lists no items")
     return items
