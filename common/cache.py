@@ -631,11 +631,12 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def check_compatible(path: str | os.PathLike, expected_fingerprint: str) -> None:
-    """Refuse to extend an existing cache made with other settings."""
+def stored_ids(path: str | os.PathLike, expected_fingerprint: str) -> set[str]:
+    """The ids an existing cache holds, to extend it; one made with other settings is refused."""
     with open_cache(path) as c:
         if c.fingerprint != expected_fingerprint:
             raise CacheError(
                 f"{path}: this cache was made with other settings (fingerprint {c.fingerprint}, "
                 f"now {expected_fingerprint}): write to another file, or delete it to start again"
             )
+        return set(c.index.ids)

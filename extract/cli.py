@@ -121,7 +121,7 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
     Example: actrec extract videos/ -o feats.h5 --backbone resnet18 --fps 5
     """
     from actrec.common.cache import partial_dir
-    from actrec.extract.config import ExtractConfig, parse_shard, shard_output
+    from actrec.extract.config import ExtractConfig, shard_output
     from actrec.extract.run import run_extraction
 
     if not source.exists():
@@ -143,7 +143,7 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         device=device,
         precision=precision,
         dtype=dtype,
-        shard=parse_shard(shard) if shard else None,
+        shard=shard,  # K/N, parsed and checked by ExtractConfig
         progress=not quiet,
     )
     try:

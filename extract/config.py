@@ -38,7 +38,7 @@ class ExtractConfig(StrictConfig):
         "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
     )
     dtype: str = "float16"  # how features are stored
-    shard: tuple[int, int] | None = None  # (K, N): items with index % N == K; None: from RANK
+    shard: tuple[int, int] | str | None = None  # (K, N) or "K/N": items K, K+N, ...; None: RANK
     progress: bool = True  # a tqdm bar on stderr
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from actrec import __version__
-from actrec.common.cache import PartialCache, Video, check_compatible, open_cache
+from actrec.common.cache import PartialCache, Video, open_cache, stored_ids
 from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
 from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
@@ -94,11 +94,7 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     classes = sorted({it.label for it in all_items if it.label})
     partial = PartialCache(output, attrs, backbone.dim, config.dtype)
 
-    stored: set[str] = set()
-    if output.exists():
-        check_compatible(output, partial.fingerprint)
-        with open_cache(output) as c:
-            stored = set(c.index.ids)
+    stored = stored_ids(output, partial.fingerprint) if output.exists() else set()
     if stored and all(it.id in stored for it in items) and not partial.dir.exists():
         return _summary(output, started, extracted=0, frames=0, already=len(items), nothing=True)
     partial.start()  # refuses other settings, and a second run into the same output
