@@ -7,7 +7,6 @@ public functions of both stages, as a user's script would.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -20,12 +19,12 @@ BACKBONE = "resnet18"
 
 def cached_weights(backbone: str = BACKBONE) -> str:
     """`DEFAULT` where torchvision's download cache already holds the weights, else `none`."""
-    import torch
     from torchvision.models import get_model_weights
 
-    weights = get_model_weights(backbone).DEFAULT
-    filename = os.path.basename(weights.url)
-    return "DEFAULT" if (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file() else "none"
+    from actrec.extract.backbones import cached_weights_file
+
+    default = get_model_weights(backbone).DEFAULT
+    return "DEFAULT" if cached_weights_file(default).is_file() else "none"
 
 
 def run_demo(

@@ -160,12 +160,17 @@ def _named_weights(name: str, weights: str) -> Any:
     return chosen
 
 
+def cached_weights_file(weights: Any) -> Path:
+    """Where torchvision's download cache (TORCH_HOME) keeps a weights enum member's file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
 def _download(name: str, weights: Any) -> nn.Module:
     """The model with named weights, from torchvision's cache (TORCH_HOME) or the internet."""
     try:
         return torchvision.models.get_model(name, weights=weights)
     except Exception as e:  # noqa: BLE001 - URLError, HTTPError, timeouts, a corrupt download
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+        cached = cached_weights_file(weights)
         reason = getattr(e, "reason", None) or e
         raise ActrecError(
             f"--weights {weights}: not in torchvision's cache ({cached}) and cannot be downloaded "
