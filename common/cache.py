@@ -184,6 +184,10 @@ class Cache:
         stop = n if stop is None else min(stop, n)
         return self._f["features"][first + start : first + stop]
 
+    def rows(self, first: int, stop: int) -> np.ndarray:
+        """Rows ``first:stop`` of ``/features``, across video boundaries: one slice read."""
+        return self._f["features"][first:stop]
+
     def timestamps(self, i: int) -> np.ndarray:
         first, n = int(self.index.start[i]), int(self.index.length[i])
         return self._f["timestamps"][first : first + n]

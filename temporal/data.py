@@ -242,26 +242,13 @@ def feature_stats(seqs: Sequences, positions: np.ndarray) -> tuple[torch.Tensor,
             if cache is None:
                 block = seqs.features[a:b].double()  # (rows, D)
             else:
-                block = torch.from_numpy(_rows(cache, seqs, a, b)).double()  # (rows, D)
+                block = torch.from_numpy(cache.rows(a, b)).double()  # (rows, D)
             total += block.sum(0)
             squares += (block * block).sum(0)
             n += b - a
     mean = total / max(n, 1)  # (D,)
     std = (squares / max(n, 1) - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4)  # (D,)
     return mean.float(), std.float()
-
-
-def _rows(cache, seqs: Sequences, a: int, b: int) -> np.ndarray:
-    """Rows a:b of the cache through its public reader (a range may span several videos)."""
-    parts = []
-    i = int(np.searchsorted(seqs.start, a, side="right") - 1)
-    while a < b:
-        video_stop = int(seqs.start[i] + seqs.length[i])
-        stop = min(b, video_stop)
-        parts.append(cache.features(i, a - int(seqs.start[i]), stop - int(seqs.start[i])))
-        a = stop
-        i += 1
-    return np.concatenate(parts)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -378,7 +365,6 @@ class LazyBatches(torch.utils.data.Dataset):
 
     def __init__(self, seqs: Sequences, plans: list[BatchPlan]) -> None:
         self.path, self.plans = seqs.path, plans
-        self.start = seqs.start
         self._stack: ExitStack | None = None
         self._cache = None
 
@@ -396,9 +382,8 @@ class LazyBatches(torch.utils.data.Dataset):
         n, t = len(plan.first), int(plan.width.max())
         out = None
         for j in torch.argsort(plan.first).tolist():
-            v, w = int(plan.video[j]), int(plan.width[j])
-            a = int(plan.first[j]) - int(self.start[v])
-            rows = torch.from_numpy(cache.features(v, a, a + w))  # (w, D)
+            a, w = int(plan.first[j]), int(plan.width[j])
+            rows = torch.from_numpy(cache.rows(a, a + w))  # (w, D)
             if out is None:
                 out = torch.empty(n, t, rows.shape[1], dtype=rows.dtype)  # (B, T, D)
             out[j, :w] = rows

@@ -43,6 +43,9 @@ def test_round_trip_values_and_index(tmp_path):
         assert c.index.start.tolist() == [0, 5] and c.index.length.tolist() == [5, 3]
         np.testing.assert_array_equal(c.features(1), vids[1].features)
         np.testing.assert_array_equal(c.timestamps(0), vids[0].timestamps)
+        # rows across the boundary between the two videos
+        both = np.concatenate([vids[0].features, vids[1].features])
+        np.testing.assert_array_equal(c.rows(3, 7), both[3:7])
         assert c.attrs["format_version"] == 1 and c.attrs["backbone"] == "resnet18"
         assert c.fingerprint == fingerprint(c.attrs)
         assert c.verify() == []
