@@ -15,6 +15,7 @@ from actrec.common.errors import ActrecError
 
 # name -> "module:attribute" of a click command, in the order `--help` lists them
 COMMANDS = {
+    "manifest": "actrec.extract.datasets.cli:manifest",
     "extract": "actrec.extract.cli:extract",
     "import": "actrec.temporal.cli:import_",
     "inspect": "actrec.common.cache_cli:inspect",
@@ -27,6 +28,7 @@ COMMANDS = {
 }
 
 SHORT_HELP = {
+    "manifest": "A path,label,split,group manifest of UCF101, HMDB51, Kinetics, SSv2 or folders.",
     "extract": "Run a frozen CNN over every frame of every video into an HDF5 cache.",
     "import": "Turn .npy sequences made elsewhere into a cache.",
     "inspect": "Summarise a cache; --verify checks its integrity.",
