@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from videos import make_video
 
 from actrec.cli import main
+from actrec.common.cache import open_cache
 from actrec.extract.datasets.hmdb51 import film
+from actrec.temporal.data import load_sequences, resolve_splits
 
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 UCF_GROUPS, UCF_CLIPS = 6, 2  # fold N tests groups 2N-1 and 2N, as the real folds test 7 each
@@ -345,3 +348,49 @@ def test_wrong_annotation_files_are_one_line_errors(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert r.stderr.strip() == message
         assert "Traceback" not in r.output
+
+
+# -- the whole path keeps the official split ----------------------------------------------------
+
+
+def test_manifest_extract_train_report_keep_the_official_split(tmp_path):
+    """manifest -> extract -> train -> report on a UCF101 tree of real (tiny) videos: the
+    cache holds each clip's split and group, the test set is testlist01 exactly, and
+    validation is carved out of trainlist01 by whole source videos."""
+    make_ucf(tmp_path, touch_file=lambda p: make_video(p, 4, width=32, height=24))
+    manifest, cache, run_dir = tmp_path / "ucf101.csv", tmp_path / "ucf101.h5", tmp_path / "run"
+    assert run("manifest", "ucf101", tmp_path / "UCF-101", "-o", manifest).exit_code == 0
+    r = run("extract", manifest, "-o", cache, "--weights", "none", "--input-size", "32",
+            "--workers", "0", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run("train", cache, "--head", "mean", "-o", run_dir, "--epochs", "2", "--clip-len", "0",
+            "--hidden", "8", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "LEAKAGE" not in r.output
+    assert run("report", run_dir).exit_code == 0
+
+    lists = tmp_path / "ucfTrainTestlist"
+    official = {
+        "train": {line.split()[0] for line in (lists / "trainlist01.txt").read_text().splitlines()},
+        "test": set((lists / "testlist01.txt").read_text().split()),
+    }
+    with open_cache(cache) as c:
+        ix = c.index
+        in_cache = {vid: (s, g) for vid, s, g in zip(ix.ids, ix.split, ix.group, strict=True)}
+    expected = {vid: (s, g) for vid, (_, s, g) in rows(manifest).items()}
+    assert in_cache == expected
+    assert {v.removeprefix("UCF-101/") for v, (s, _) in in_cache.items() if s == "test"} == (
+        official["test"]
+    )
+    with open(run_dir / "predictions.csv", newline="") as fh:
+        predicted = {row["id"].removeprefix("UCF-101/") for row in csv.DictReader(fh)}
+    assert predicted == official["test"]
+    assert json.loads((run_dir / "metrics.json").read_text())["split"] == "test"
+
+    seqs = load_sequences(cache, lazy=False, log=lambda m: None)
+    splits = resolve_splits(seqs, log=lambda m: None)
+    name = {k: {seqs.ids[i].removeprefix("UCF-101/") for i in v} for k, v in splits.items()}
+    assert name["test"] == official["test"]
+    assert name["train"] | name["val"] == official["train"] and name["val"]
+    groups = {k: {seqs.group[i] for i in v} for k, v in splits.items()}
+    assert not groups["train"] & groups["val"]  # whole source videos on each side
