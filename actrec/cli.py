@@ -17,6 +17,7 @@ from actrec.common.errors import ActrecError
 COMMANDS = {
     "manifest": "actrec.extract.datasets.cli:manifest",
     "extract": "actrec.extract.cli:extract",
+    "backbones": "actrec.extract.cli:backbones",
     "import": "actrec.temporal.cli:import_",
     "inspect": "actrec.common.cache_cli:inspect",
     "merge": "actrec.common.cache_cli:merge",
@@ -30,6 +31,7 @@ COMMANDS = {
 SHORT_HELP = {
     "manifest": "A path,label,split,group manifest of UCF101, HMDB51, Kinetics, SSv2 or folders.",
     "extract": "Run a frozen CNN over every frame of every video into an HDF5 cache.",
+    "backbones": "List the backbone names that extract --backbone takes.",
     "import": "Turn .npy sequences made elsewhere into a cache.",
     "inspect": "Summarise a cache; --verify checks its integrity.",
     "merge": "Join the shards of a distributed extraction into one cache.",

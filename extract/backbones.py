@@ -1,6 +1,7 @@
-"""Backbones: a torchvision classification model by name, or a frozen extractor saved as a file,
-turned into a module that maps normalised images (N, 3, H, W) to embeddings (N, D), together
-with the preprocessing its weights expect.
+"""Backbones: a torchvision classification model by name, a timm model (``timm:NAME``, in
+timm_backbones.py), or a frozen extractor saved as a file, turned into a module that maps
+normalised images (N, 3, H, W) to embeddings (N, D), together with the preprocessing its weights
+expect.
 
 The embedding is the input of the model's last ``nn.Linear`` (its classifier), found generically,
 so any torchvision classifier serves without knowing its attribute names. Preprocessing (resize,
@@ -24,6 +25,13 @@ from torch import nn
 
 from actrec.common.errors import ActrecError
 from actrec.extract.decode import Resize
+from actrec.extract.timm_backbones import (
+    describe_timm,
+    is_timm_name,
+    matches,
+    timm_backbone,
+    timm_dim,
+)
 
 FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
 NONE_SEED = 0  # `--weights none` is a random init, seeded so that every run gets the same one
@@ -50,6 +58,31 @@ def list_backbones() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def available_backbones(pattern: str | None = None) -> list[tuple[str, tuple[int, int]]]:
+    """(name, default input size (H, W)) of what ``--backbone`` takes by name: torchvision's
+    classification models, then ``timm:`` models with pretrained weights where timm is
+    installed. ``pattern`` is a substring, or a shell wildcard (``timm:*dinov2*``)."""
+    out = []
+    for name in list_backbones():
+        if pattern is None or matches(name, pattern):
+            crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+            out.append((name, (crop, crop)))
+    with contextlib.suppress(ActrecError):  # timm is optional
+        out += describe_timm(pattern)
+    return out
+
+
+def embedding_dim(name: str) -> int:
+    """The embedding size of a backbone name, from the model built on the meta device (no
+    memory, no weights, no download): a second or so for the largest models."""
+    if is_timm_name(name):
+        return timm_dim(name)
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return int(linears[-1].in_features)
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -59,7 +92,7 @@ def sha256(path: str | Path) -> str:
 
 
 def is_file_backbone(name: str) -> bool:
-    return name.endswith(FILE_SUFFIXES) or Path(name).is_file()
+    return not is_timm_name(name) and (name.endswith(FILE_SUFFIXES) or Path(name).is_file())
 
 
 def load_backbone(
@@ -74,14 +107,18 @@ def load_backbone(
 ) -> Backbone:
     """Build a frozen backbone in eval mode on ``device``, channels_last.
 
-    ``name`` is a torchvision model name or a ``.pt2`` (torch.export) / ``.pt`` (TorchScript)
-    file; ``weights`` is ``DEFAULT``, a weights name such as ``ResNet18_Weights.IMAGENET1K_V1``,
-    ``none`` or a state-dict file (torchvision models only). ``input_size`` (H, W), ``mean`` and
+    ``name`` is a torchvision model name, ``timm:NAME`` or a ``.pt2`` (torch.export) / ``.pt``
+    (TorchScript) file; ``weights`` is ``DEFAULT``, a weights name such as
+    ``ResNet18_Weights.IMAGENET1K_V1``, ``none`` or a state-dict file (not for model files). ``input_size`` (H, W), ``mean`` and
     ``std`` override the weights' preprocessing (a file backbone needs all three); ``resize``
     overrides the resize entirely (to rebuild a cache's preprocessing exactly).
     """
     device = torch.device(device)
-    if is_file_backbone(name):
+    if is_timm_name(name):
+        module, attrs, resize, mean, std = timm_backbone(
+            name, weights, input_size, mean, std, resize
+        )
+    elif is_file_backbone(name):
         module, attrs, resize, mean, std = _file_backbone(
             name, weights, input_size, mean, std, resize
         )
@@ -102,8 +139,8 @@ def _torchvision_backbone(name, weights, input_size, mean, std, resize):
     if name not in list_backbones():
         raise ActrecError(
             f"unknown backbone {name!r}: use a torchvision classification model "
-            "(resnet18, resnet50, efficientnet_b0, convnext_tiny, vit_b_16, ...) or a "
-            ".pt2/.pt feature-extractor file"
+            "(resnet18, resnet50, efficientnet_b0, convnext_tiny, vit_b_16, ...), timm:NAME, "
+            "or a .pt2/.pt feature-extractor file (`actrec backbones` lists the names)"
         )
     default = models.get_model_weights(name).DEFAULT
     attrs: dict[str, Any] = {"backbone": name, "weights_path": ""}

@@ -37,15 +37,18 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
     "--backbone",
     default="resnet18",
     show_default=True,
-    help="A torchvision classification model name, or a frozen extractor file "
-    "(.pt2 from torch.export, .pt TorchScript) with --input-size/--mean/--std.",
+    help="A torchvision classification model name, timm:NAME (any timm model, e.g. "
+    "timm:vit_small_patch14_dinov2.lvd142m; needs timm), or a frozen extractor file "
+    "(.pt2 from torch.export, .pt TorchScript) with --input-size/--mean/--std. "
+    "`actrec backbones` lists the names.",
 )
 @click.option(
     "--weights",
     default="DEFAULT",
     show_default=True,
-    help="DEFAULT, a torchvision weights name (ResNet18_Weights.IMAGENET1K_V1), none "
-    "(a seeded random init), or a state-dict file.",
+    help="DEFAULT (timm: from the Hugging Face cache), a torchvision weights name "
+    "(ResNet18_Weights.IMAGENET1K_V1), none (a seeded random init), or a state-dict file "
+    "(.pth; .safetensors for timm).",
 )
 @click.option(
     "--input-size",
@@ -170,3 +173,44 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         for vid, why in sorted(result.failed.items()):
             click.echo(f"  {vid}: {why}", err=True)
         raise SystemExit(1)
+
+
+DIMS_UP_TO = 25  # embedding sizes cost building each model (on the meta device): short lists only
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("pattern", required=False)
+@click.option(
+    "--dims/--no-dims",
+    default=None,
+    help=f"Embedding sizes [default: where {DIMS_UP_TO} names or fewer match].",
+)
+def backbones(pattern: str | None, dims: bool | None) -> None:
+    """List the names that `actrec extract --backbone` takes.
+
+    torchvision classification models, then timm models with pretrained weights (timm:NAME)
+    where timm is installed, each with its default input size and, for short lists, the size
+    of its embedding. PATTERN is a substring or a shell wildcard (quote it).
+
+    Example: actrec backbones dinov2
+    """
+    from actrec.extract.backbones import available_backbones, embedding_dim
+    from actrec.extract.timm_backbones import INSTALL
+
+    found = available_backbones(pattern)
+    if not found:
+        raise ActrecError(f"no backbone name matches {pattern!r}; `actrec backbones` lists all")
+    show_dims = len(found) <= DIMS_UP_TO if dims is None else dims
+    width = max(len(name) for name, _ in found)
+    for name, (h, w) in found:
+        dim = f"{embedding_dim(name):>5}-D" if show_dims else ""
+        click.echo(f"{name:<{width}}  {h}x{w}{'':<3}{dim}".rstrip())
+    if not any(name.startswith("timm:") for name, _ in found):
+        try:
+            import timm  # noqa: F401
+        except ImportError:
+            click.echo(f"(timm:NAME backbones need timm: {INSTALL})", err=True)
+    if not show_dims:
+        click.echo(
+            f"{len(found)} names; embedding sizes with --dims, or a narrower PATTERN", err=True
+        )

@@ -103,25 +103,40 @@ _SWS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "POINT", "lancz
 @dataclass(frozen=True)
 class Resize:
     """Shorter side to ``shorter`` (keeping the aspect ratio), then a centre crop of
-    ``height x width``: torchvision's ``Resize(shorter)`` + ``CenterCrop``, done by swscale."""
+    ``height x width``: torchvision's ``Resize(shorter)`` + ``CenterCrop``, done by swscale.
+
+    With ``squash`` (H, W), the frame is resized to exactly that size whatever its aspect ratio,
+    then centre-cropped: what timm does for its `squash` crop mode and for non-square inputs."""
 
     shorter: int
     height: int
     width: int
     interpolation: str = "bilinear"
+    squash: tuple[int, int] | None = None
 
     def describe(self) -> str:
-        """The cache's `resize` attribute, e.g. `shorter=256,crop=224x224,bilinear`."""
-        return f"shorter={self.shorter},crop={self.height}x{self.width},{self.interpolation}"
+        """The cache's `resize` attribute, e.g. `shorter=256,crop=224x224,bilinear` or
+        `squash=248x248,crop=224x224,bicubic`."""
+        scale = (
+            f"squash={self.squash[0]}x{self.squash[1]}"
+            if self.squash
+            else f"shorter={self.shorter}"
+        )
+        return f"{scale},crop={self.height}x{self.width},{self.interpolation}"
 
     @classmethod
     def parse(cls, text: str) -> Resize:
-        shorter, crop, interpolation = text.split(",")
+        scale, crop, interpolation = text.split(",")
         h, w = crop.removeprefix("crop=").split("x")
-        return cls(int(shorter.removeprefix("shorter=")), int(h), int(w), interpolation)
+        if scale.startswith("squash="):
+            sh, sw = (int(x) for x in scale.removeprefix("squash=").split("x"))
+            return cls(min(sh, sw), int(h), int(w), interpolation, squash=(sh, sw))
+        return cls(int(scale.removeprefix("shorter=")), int(h), int(w), interpolation)
 
     def scaled_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after the shorter-side resize, rounded as torchvision rounds."""
+        if self.squash:
+            return self.squash[1], self.squash[0]
         if width <= height:
             return self.shorter, int(self.shorter * height / width)
         return int(self.shorter * width / height), self.shorter
