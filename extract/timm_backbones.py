@@ -35,12 +35,12 @@ def is_timm_name(name: str) -> bool:
     return str(name).startswith(PREFIX)
 
 
-def import_timm(what: str = "timm: backbones") -> Any:
+def import_timm(context: str = "timm:NAME backbones") -> Any:
     """The timm module, or one line that says what to install."""
     try:
         import timm
     except ImportError:
-        raise ActrecError(f"{what} need timm, which is not installed: {INSTALL}") from None
+        raise ActrecError(f"{context}: timm is not installed: {INSTALL}") from None
     return timm
 
 
@@ -61,7 +61,7 @@ def timm_backbone(
     """
     from actrec.extract.backbones import NONE_SEED, sha256
 
-    timm = import_timm(f"--backbone {name}:")
+    timm = import_timm(f"--backbone {name}")
     cfg = pretrained_cfg(name)
     canonical = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     default_size = (int(cfg.input_size[1]), int(cfg.input_size[2]))
@@ -135,7 +135,7 @@ def timm_backbone(
 def pretrained_cfg(name: str) -> Any:
     """timm's PretrainedCfg for ``timm:ARCH[.TAG]`` (the default tag where none is given);
     unknown names and tags give one line with the nearest names."""
-    timm = import_timm(f"--backbone {name}:")
+    timm = import_timm(f"--backbone {name}")
     from timm.models import get_pretrained_cfg, split_model_name_tag
 
     model_name = name.removeprefix(PREFIX)
