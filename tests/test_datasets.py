@@ -185,7 +185,7 @@ KINETICS = [  # label, youtube_id, start, end, split; ids start with '-' and hol
 ]
 
 
-def make_kinetics(base: Path) -> Path:
+def make_kinetics(base: Path, flat: bool = False) -> Path:
     root = base / "kinetics400"
     header = "label,youtube_id,time_start,time_end,split,is_cc\n"
     for name, split in (("train.csv", "train"), ("validate.csv", "val")):
@@ -198,17 +198,18 @@ def make_kinetics(base: Path) -> Path:
     )
     for _, y, s, e, split in KINETICS:
         if y != "gone0000000":
-            touch(root / split / f"{y}_{s:06d}_{e:06d}.mp4")
-    touch(root / "test" / "T0000000001_000005_000015.mp4")
+            touch(root / ("videos" if flat else split) / f"{y}_{s:06d}_{e:06d}.mp4")
+    touch(root / ("videos" if flat else "test") / "T0000000001_000005_000015.mp4")
     return root
 
 
-def test_kinetics_time_range_names_are_matched(tmp_path):
-    root = make_kinetics(tmp_path)
+@pytest.mark.parametrize("flat", [False, True])
+def test_kinetics_time_range_names_are_matched(tmp_path, flat):
+    root = make_kinetics(tmp_path, flat)
     r = run("manifest", "kinetics", root, "-o", root / "m.csv", "--missing", root / "miss.txt")
     assert r.exit_code == 0, r.output
     assert rows(root / "m.csv") == {
-        f"{sp}/{y}_{s:06d}_{e:06d}.mp4": (lab, sp, y)
+        f"{'videos' if flat else sp}/{y}_{s:06d}_{e:06d}.mp4": (lab, sp, y)
         for lab, y, s, e, sp in KINETICS
         if y != "gone0000000"
     }
@@ -338,6 +339,9 @@ def test_wrong_annotation_files_are_one_line_errors(tmp_path):
          f"{tmp_path / 'k' / 'ucfTrainTestlist'}, {tmp_path / 'ucfTrainTestlist'}); "
          "pass --annotations PATH"),
         (["kinetics", kin, "--fold", "2"], "Error: kinetics does not take --fold"),
+        (["kinetics", ssv2, "--annotations", kin / "annotations"],
+         f"Error: {ssv2}: none of the 6 clips the annotations name is on disk (the first: "
+         "--07WQ2iBlw_000001_000011); pass the folder that holds the videos"),
         (["folders", ucf, "--annotations", lists],
          "Error: folders: the class folders are the annotations; drop --annotations"),
     ]  # fmt: skip

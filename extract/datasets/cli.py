@@ -57,8 +57,9 @@ def manifest(dataset: str, root: Path, output: Path, annotations: Path | None, f
     result = build_manifest(dataset, root, annotations, options)
     if not result.entries:
         raise ActrecError(
-            f"{root}: none of the {len(result.missing):,} clips the annotations name is on disk; "
-            "pass the folder that holds the videos"
+            f"{root}: none of the {len(result.missing):,} clips the annotations name is on disk "
+            f"(the first: {sorted(result.missing)[0] if result.missing else 'none'}); pass the "
+            "folder that holds the videos"
         )
     write_manifest(result, output)
     click.echo(summary(result))

@@ -28,7 +28,9 @@ _SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val
 @register_dataset("kinetics")
 def kinetics(root: Path, annotations: Path | None, options: ManifestOptions) -> DatasetManifest:
     where = find_annotations(
-        annotations, [root / "annotations", root.parent / "annotations"], "Kinetics' CSV folder"
+        annotations,
+        [root / "annotations", root.parent / "annotations", root],  # root: CSVs beside the videos
+        "Kinetics' CSV folder",
     )
     csvs = sorted(where.glob("*.csv")) if where.is_dir() else [where]
     if not csvs:
