@@ -5,9 +5,10 @@
 (b) the model's ceiling: forward passes alone on ready tensors (same batch, precision, layout);
 (c) the decoder's ceiling: decoding and resizing alone, with the same worker processes;
 
-for resnet18 at 224x224 (resnet50 with --resnet50) and each precision in --precisions, on
+for resnet18 at 224x224 (resnet50 with --resnet50), and DINOv2's ViT-S/14 from timm at 224x224
+where timm is installed (--no-vit leaves it out), and each precision in --precisions, on
 generated H.264 videos of several lengths. The limit is min(b, c); the goals on 2 CPU cores are
-at least 2x (a) and at least 85% of the limit. A memory check runs the extraction of a short and
+at least 2x (a) and at least 85% of the limit, for each backbone against its own ceilings. A memory check runs the extraction of a short and
 of a long video in separate processes and compares their peak RSS (main process + workers).
 
 Prints a table and writes bench/results/extract.json.
@@ -18,6 +19,7 @@ Example: .venv/bin/python bench/bench_extract.py --quick
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -40,6 +42,9 @@ from actrec.extract.pipeline import _worker_messages
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
+VIT = "timm:vit_small_patch14_dinov2.lvd142m"  # ViT-S/14, 384-D; made for 518x518, run at 224
+SIZE = (224, 224)
+SHORT = {VIT: "vit-s/14"}  # table labels
 
 
 def make_video(path: Path, n_frames: int, width: int = 320, height: int = 240, fps: int = 25):
@@ -77,7 +82,7 @@ def run_actrec(
             stale.unlink()
     config = ExtractConfig(
         source=source, output=out, backbone=backbone, weights="none", batch_size=batch,
-        workers=workers, precision=precision, device=device, progress=False,
+        workers=workers, precision=precision, device=device, progress=False, input_size=SIZE,
     )  # fmt: skip
     with GpuUtilisation(device) as util:
         start = time.perf_counter()
@@ -116,14 +121,27 @@ class GpuUtilisation:
         return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
 
 
-def run_naive(source: Path, backbone: str, precision: str, device: str) -> float:
-    """Per-video loop as in many extractors: whole video in memory, PIL transforms per frame."""
-    weights = torchvision.models.get_model_weights(backbone).DEFAULT
-    transform = weights.transforms()
+def naive_model(backbone: str):
+    """(model, per-image transform) as a naive extractor sets them up."""
     torch.manual_seed(0)
-    device = torch.device(device)
+    if backbone.startswith("timm:"):
+        import timm
+
+        name = backbone.removeprefix("timm:")
+        model = timm.create_model(name, num_classes=0, img_size=SIZE).eval()
+        config = timm.data.resolve_data_config(model=model)
+        config["input_size"] = (3, *SIZE)
+        return model, timm.data.create_transform(**config)
+    weights = torchvision.models.get_model_weights(backbone).DEFAULT
     model = torchvision.models.get_model(backbone, weights=None).eval()
     model.fc = torch.nn.Identity()  # what naive extractors do; actrec itself never does this
+    return model, weights.transforms()
+
+
+def run_naive(source: Path, backbone: str, precision: str, device: str) -> float:
+    """Per-video loop as in many extractors: whole video in memory, PIL transforms per frame."""
+    model, transform = naive_model(backbone)
+    device = torch.device(device)
     model.to(device)
     frames_total = 0
     start = time.perf_counter()
@@ -141,7 +159,7 @@ def run_model_ceiling(
     backbone: str, precision: str, batch: int, device: str, seconds: float = 8.0
 ) -> float:
     device = torch.device(device)
-    net = load_backbone(backbone, "none", device=device)
+    net = load_backbone(backbone, "none", input_size=SIZE, device=device)
     x = torch.randn(batch, 3, *net.input_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
@@ -154,7 +172,7 @@ def run_model_ceiling(
 
 
 def run_decoder_ceiling(source: Path, backbone: str, workers: int) -> float:
-    net = load_backbone(backbone, "none")
+    net = load_backbone(backbone, "none", input_size=SIZE)
     items = find_items(source)
     frames, start = 0, time.perf_counter()
     for msg in _worker_messages(items, Sampling(), net.resize, workers):
@@ -214,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter videos (about 3 minutes)")
     p.add_argument("--resnet50", action="store_true", help="also resnet50 (slow on a CPU)")
+    p.add_argument("--no-vit", action="store_true", help=f"leave out {VIT} (needs timm)")
     p.add_argument(
         "--precisions",
         default=None,
@@ -234,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.dir or Path(tempfile.mkdtemp(prefix="actrec-bench-"))
     source = make_source(work / "videos", lengths, args.copies)
     backbones = ["resnet18"] + (["resnet50"] if args.resnet50 else [])
+    if not args.no_vit and importlib.util.find_spec("timm") is not None:
+        backbones.append(VIT)
     measure = 3 if args.quick else 10
     rows = []
     for backbone in backbones:
@@ -251,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             limit = min(model, decoder)
             rows.append({
-                "backbone": backbone, "precision": precision, "frames": frames,
+                "backbone": SHORT.get(backbone, backbone), "precision": precision, "frames": frames,
                 "actrec_fps": round(ours, 1), "naive_fps": round(naive, 1),
                 "model_ceiling_fps": round(model, 1), "decoder_ceiling_fps": round(decoder, 1),
                 "vs_naive": round(ours / naive, 2), "vs_limit": round(ours / limit, 3),
