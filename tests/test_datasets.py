@@ -308,6 +308,18 @@ def test_wrong_annotation_files_are_one_line_errors(tmp_path):
     (swapped / "classInd.txt").write_bytes((lists / "classInd.txt").read_bytes())
     (swapped / "trainlist01.txt").write_bytes((lists / "testlist01.txt").read_bytes())
     (swapped / "testlist01.txt").write_bytes((lists / "trainlist01.txt").read_bytes())
+    # a train list from another class numbering, and a clip in both lists
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("classInd.txt", "testlist01.txt"):
+        (other / name).write_bytes((lists / name).read_bytes())
+    train = (lists / "trainlist01.txt").read_text().splitlines()
+    (other / "trainlist01.txt").write_text(train[0].replace(" 1", " 3") + "\n")
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("classInd.txt", "trainlist01.txt"):
+        (both / name).write_bytes((lists / name).read_bytes())
+    (both / "testlist01.txt").write_text(train[0].split()[0] + "\n")
     bad_hmdb = tmp_path / "bad_hmdb"
     bad_hmdb.mkdir()
     (bad_hmdb / "kick_test_split1.txt").write_text("a_kick_f_cm_np1_ri_bad_1.avi 3\n")
@@ -322,6 +334,12 @@ def test_wrong_annotation_files_are_one_line_errors(tmp_path):
          f"Error: {tmp_path / 'h' / 'testTrainMulti_7030_splits' / 'classInd.txt'}: not found; "
          "--annotations must be UCF101's ucfTrainTestlist folder (classInd.txt, trainlist01.txt, "
          "testlist01.txt)"),
+        (["ucf101", ucf, "--annotations", other],
+         f"Error: {other / 'trainlist01.txt'}:1: index 3 is 'YoYo' in classInd.txt, not "
+         "'ApplyEyeMakeup'"),
+        (["ucf101", ucf, "--annotations", both],
+         f"Error: {both / 'testlist01.txt'}: {ucf_clip('ApplyEyeMakeup', 3, 1)} is also in the "
+         "train list; trainlist01.txt and testlist01.txt must not share clips"),
         (["hmdb51", hmdb, "--annotations", bad_hmdb],
          f"Error: {bad_hmdb / 'kick_test_split1.txt'}:1: expected '<clip>.avi 0|1|2' as in "
          "HMDB51's split files, got 'a_kick_f_cm_np1_ri_bad_1.avi 3'"),
