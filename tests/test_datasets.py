@@ -290,6 +290,9 @@ def test_folders_split_is_seeded_stratified_and_keeps_groups_together(tmp_path):
     again = run(*args, "--group-regex", r"_(g\d+)_", "-o", tmp_path / "b.csv")
     assert again.exit_code == 0 and rows(tmp_path / "b.csv") == got  # seeded
     other = run(*args, "--group-regex", r"_(g\d+)_", "--seed", "1", "-o", tmp_path / "c.csv")
+    touch(tmp_path / "v" / "run" / "odd.mp4")
+    r = run(*args, "--group-regex", r"_(g\d+)_", "-o", tmp_path / "d.csv")
+    assert "note: --group-regex matched no group in 1 paths: each is its own" in r.output
     assert other.exit_code == 0 and rows(tmp_path / "c.csv") != got
 
 

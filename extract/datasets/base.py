@@ -43,6 +43,7 @@ class DatasetManifest:
     missing: list[str] = field(default_factory=list)  # as the annotations name them
     extra: list[Path] = field(default_factory=list)  # on disk, in no annotation
     left_out: Counter = field(default_factory=Counter)  # reason -> clips kept out on purpose
+    notes: list[str] = field(default_factory=list)  # anything else the summary should say
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def summary(result: DatasetManifest) -> str:
     lines.append(f"extra (on disk, in no annotation): {len(result.extra):,}")
     for reason, n in sorted(result.left_out.items()):
         lines.append(f"left out, {reason}: {n:,}")
+    lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from actrec.common.errors import ActrecError
 from actrec.extract.datasets.base import DatasetManifest, Entry, ManifestOptions
 from actrec.extract.datasets.registry import register_dataset
-from actrec.extract.sources import find_items
+from actrec.extract.sources import Item, find_items
 
 
 @register_dataset("folders", options=("val", "test", "seed", "group_regex"))
@@ -38,8 +38,11 @@ def folders(root: Path, annotations: Path | None, options: ManifestOptions) -> D
             groups[it.id] = hit.group(1) if pattern.groups else hit.group(0)
         else:
             groups[it.id] = ""
-            if pattern:
-                result.left_out["ungrouped (no --group-regex match), kept as their own group"] += 1
+    unmatched = sum(not g for g in groups.values())
+    if pattern and unmatched:
+        result.notes.append(
+            f"--group-regex matched no group in {unmatched:,} paths: each is its own"
+        )
     split_of = _split_groups(items, groups, options)
     for it in items:
         split = split_of[groups[it.id] or f"\0{it.id}"]
@@ -47,7 +50,9 @@ def folders(root: Path, annotations: Path | None, options: ManifestOptions) -> D
     return result
 
 
-def _split_groups(items: list, groups: dict[str, str], options: ManifestOptions) -> dict[str, str]:
+def _split_groups(
+    items: list[Item], groups: dict[str, str], options: ManifestOptions
+) -> dict[str, str]:
     """Group key -> split. Per class, its groups in seeded order fill test, then val, then
     train; a group spanning classes goes where its first class puts it."""
     by_class: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
