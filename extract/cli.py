@@ -166,7 +166,7 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         click.echo(
             f"{result.output}: {result.videos} videos, {result.frames} frames, "
             f"{result.dim}-D ({result.extracted} extracted now, {result.already} already there; "
-            f"{result.seconds:.1f} s, {rate:.0f} frames/s)"
+            f"{result.seconds:.1f} s, {rate:.{1 if rate < 10 else 0}f} frames/s)"
         )
     if result.failed:
         click.echo(f"{len(result.failed)} failed:", err=True)
