@@ -22,7 +22,7 @@ class ExtractConfig(StrictConfig):
 
     source: Path  # a folder of class folders, or a CSV manifest
     output: Path  # the cache, CACHE.h5
-    backbone: str = "resnet18"  # a torchvision model name, or a .pt2 / .pt extractor file
+    backbone: str = "resnet18"  # a torchvision model name, timm:NAME, or a .pt2 / .pt file
     weights: str = "DEFAULT"  # DEFAULT | a torchvision weights name | none | a state-dict file
     input_size: tuple[int, int] | None = None  # (H, W); overrides the weights' crop size
     mean: tuple[float, float, float] | None = None  # overrides the weights' normalisation
