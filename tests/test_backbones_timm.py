@@ -194,6 +194,32 @@ def test_none_weights_rebuild_from_a_cache(source, tmp_path):
     np.testing.assert_allclose(new[0].features, feats["cat/a.mp4"], rtol=1e-4, atol=1e-5)
 
 
+def test_default_weights_from_the_hugging_face_cache_offline(source, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # the cache's own layout, as a download leaves it: refs/main names the snapshot
+    repo, commit = tmp_path / "hub" / "models--timm--test_vit.r160_in1k", "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    pretrained = seeded("test_vit", seed=7)
+    safetensors_torch.save_file(
+        pretrained.state_dict(), repo / "snapshots" / commit / "model.safetensors"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "d.h5"
+    r = extract([source, "-o", out, "--backbone", "timm:test_vit", "--max-frames", "2", *ARGS])
+    assert r.exit_code == 0, r.output
+    feats, attrs = read(out)
+    assert attrs["weights"] == "hf-hub:timm/test_vit.r160_in1k" and attrs["weights_path"] == ""
+    net = load_backbone("timm:test_vit", "none")
+    x = frames_as_input(source / "cat" / "a.mp4", net)[[0, 6]]
+    np.testing.assert_allclose(feats["cat/a.mp4"], vit_by_hand(pretrained, x), rtol=1e-4, atol=1e-5)
+    new = features_for_videos([source / "cat" / "a.mp4"], attrs, device="cpu", workers=0)
+    np.testing.assert_allclose(new[0].features, feats["cat/a.mp4"], rtol=1e-4, atol=1e-5)
+
+
 # -- one line, exit 2 ----------------------------------------------------------------------------
 
 
