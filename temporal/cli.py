@@ -9,79 +9,105 @@ from pathlib import Path
 import click
 
 from actrec.temporal.heads import list_heads
+from actrec.temporal.train import AUTO_EPOCHS, EVALUATIONS, MIN_STEPS, TrainConfig
 
+_D = TrainConfig()  # the defaults, shown in --help
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CACHE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 @click.command("import", context_settings=_CTX)
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The cache to write.")  # fmt: skip
 @click.option("--fps", type=float, default=None,
-              help="Frames per second of the sequences, for timestamps in seconds.")  # fmt: skip
+              help="Steps per second of the sequences, for timestamps in seconds.")  # fmt: skip
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
               help="Stored precision [default: float16 if every array is, else float32].")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def import_(source: Path, output: Path, fps: float | None, dtype: str | None, force: bool) -> None:
-    """Turn .npy sequences made elsewhere into a cache that every command here reads.
+def import_(
+    sources: tuple[Path, ...], output: Path, fps: float | None, dtype: str | None, force: bool
+) -> None:
+    """Turn sequences made elsewhere into a cache that every command here reads.
 
-    SOURCE is a folder of class folders (SOURCE/<class>/<item>.npy, each an array [T, D]) or a
-    CSV manifest with columns path,label[,split][,group].
+    SOURCES is one folder of class folders (SOURCES/<class>/<item>.npy, each an array [T, D]),
+    one CSV manifest with columns path,label[,split][,group], or UCR/UEA .ts files
+    (NAME_TRAIN.ts NAME_TEST.ts: the split comes from each file's name; several channels and
+    variable lengths are read; missing values are refused).
 
-    Example: actrec import my_features/ -o feats.h5
+    \b
+    Examples:
+      actrec import my_features/ -o feats.h5
+      actrec import ArrowHead_TRAIN.ts ArrowHead_TEST.ts -o arrowhead.h5
     """
     from actrec.common.cache_cli import summarize
     from actrec.temporal.importer import import_sequences
 
-    import_sequences(source, output, fps=fps, dtype=dtype, force=force)
+    import_sequences(sources, output, fps=fps, dtype=dtype, force=force)
     click.echo(summarize(output))
 
 
 @click.command(context_settings=_CTX)
 @click.argument("cache", type=_CACHE)
-@click.option("--head", type=click.Choice(list_heads()), default="gru", show_default=True,
+@click.option("--head", type=click.Choice(list_heads()), default=_D.head, show_default=True,
               help="The temporal head.")  # fmt: skip
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The run folder to create.")  # fmt: skip
-@click.option(
-    "--epochs", default=30, show_default=True, help="At most; early stopping may end sooner."
-)
-@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", default=0.05, show_default=True, help="AdamW, on weight matrices.")
-@click.option("--batch-size", default=64, show_default=True, help="Sequences per step.")
-@click.option("--hidden", default=256, show_default=True, help="Width after the input projection.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help=f"Optimizer steps in all [default: at least {MIN_STEPS}, and at least "
+                   f"{AUTO_EPOCHS} passes over train].")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Or the budget in passes over the training set.")  # fmt: skip
+@click.option("--lr", default=_D.lr, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", default=_D.weight_decay, show_default=True,
+              help="AdamW, on weight matrices.")  # fmt: skip
+@click.option("--warmup", default=_D.warmup, show_default=True,
+              help="Fraction of the steps spent warming up, then cosine decay to lr/100.")  # fmt: skip
+@click.option("--batch-size", default=_D.batch_size, show_default=True, help="Sequences per step.")
+@click.option("--hidden", default=_D.hidden, show_default=True,
+              help="Width after the input projection.")  # fmt: skip
 @click.option("--layers", type=int, default=None,
               help="Recurrent layers / TCN blocks / encoder layers [default: the head's own].")  # fmt: skip
-@click.option("--bidirectional/--unidirectional", default=False, show_default=True,
+@click.option("--bidirectional/--unidirectional", default=_D.bidirectional, show_default=True,
               help="gru and lstm: read the sequence both ways.")  # fmt: skip
-@click.option("--dropout", default=0.3, show_default=True)
-@click.option("--delta/--no-delta", default=False, show_default=True,
+@click.option("--dropout", default=_D.dropout, show_default=True)
+@click.option("--delta/--no-delta", default=_D.delta, show_default=True,
               help="Add differences between neighbouring frames to the input.")  # fmt: skip
-@click.option("--clip-len", default=32, show_default=True,
+@click.option("--clip-len", default=_D.clip_len, show_default=True,
               help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
-@click.option("--eval-windows", default=0, show_default=True,
+@click.option("--max-len", default=_D.max_len, show_default=True,
+              help="Longer sequences are averaged over this many equal segments; 0 = never.")  # fmt: skip
+@click.option("--eval-windows", default=_D.eval_windows, show_default=True,
               help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
-@click.option("--label-smoothing", default=0.1, show_default=True)
-@click.option("--patience", default=8, show_default=True,
-              help="Epochs without a better validation accuracy before stopping; 0 = never.")  # fmt: skip
-@click.option("--val-fraction", default=0.15, show_default=True,
+@click.option("--label-smoothing", default=_D.label_smoothing, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help=f"Steps between validation passes [default: about {EVALUATIONS} in a run, "
+                   "at most one per epoch].")  # fmt: skip
+@click.option("--patience", default=_D.patience, show_default=True,
+              help="Validation passes without improvement before stopping; 0 = never.")  # fmt: skip
+@click.option("--val-fraction", default=_D.val_fraction, show_default=True,
               help="Held out for validation when the cache has no val split.")  # fmt: skip
-@click.option("--test-fraction", default=0.15, show_default=True,
+@click.option("--test-fraction", default=_D.test_fraction, show_default=True,
               help="Held out for test when the cache has no split column.")  # fmt: skip
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the split itself.")
-@click.option("--seed", default=0, show_default=True, help="Initialisation, dropout, batch order.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--split-seed", default=_D.split_seed, show_default=True,
+              help="Seed of the split itself.")  # fmt: skip
+@click.option("--seed", default=_D.seed, show_default=True,
+              help="Initialisation, dropout, batch order.")  # fmt: skip
+@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--lazy/--in-memory", default=None,
               help="Read windows from disk in workers [default: when the cache will not fit in memory].")  # fmt: skip
-@click.option("--workers", default=2, show_default=True, help="DataLoader workers when lazy.")
+@click.option("--workers", default=_D.workers, show_default=True,
+              help="DataLoader workers when lazy.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace the run folder if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(cache: Path, output: Path, quiet: bool, **options) -> None:
     """Train a temporal head on a cache into a run folder, then evaluate it on test.
 
-    Keeps the checkpoint with the best validation accuracy; writes config.json, model.pt,
+    The defaults were chosen on real sequences (see the README's "Why the defaults"): whole
+    sequences, averaged down to --max-len steps; a budget in optimizer steps, so that small
+    sets train long enough; validation about 40 times a run. Keeps the checkpoint with the best
+    validation accuracy (the loss breaks ties); writes config.json, model.pt,
     history.csv, metrics.json, predictions.csv, confusion.csv, report.md and report.html.
 
     Example: actrec train feats.h5 --head gru -o runs/gru

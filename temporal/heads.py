@@ -80,10 +80,14 @@ class Head(nn.Module):
 
 def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     # Embeddings are 512- to 2048-D and sets are small: projecting down first keeps the
-    # recurrent/convolutional part small, which is what lets these heads generalise.
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)
-    )
+    # recurrent/convolutional part small, which is what lets these heads generalise. The
+    # LayerNorm steadies wide inputs; on a few channels (a 1-D series projected to 256) it would
+    # normalise each frame's projection to the same size and throw the signal's magnitude away.
+    norm = nn.LayerNorm(hidden) if in_dim >= _NORM_MIN_DIM else nn.Identity()
+    return nn.Sequential(nn.Linear(in_dim, hidden), norm, nn.GELU(), nn.Dropout(dropout))
+
+
+_NORM_MIN_DIM = 32  # inputs at least this wide get a LayerNorm after the projection
 
 
 class MeanHead(Head):
@@ -124,9 +128,19 @@ class RecurrentHead(Head):
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.proj(x)  # (B, T, H)
-        lengths = mask.sum(1).cpu()  # (B,)
-        # packing makes the final state the one at each sequence's own last frame, not padding's
-        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        lengths = mask.sum(1)  # (B,)
+        if self.directions == 1 or bool((lengths == lengths[0]).all()):
+            # Forward in time, padding only comes after a sequence's last frame, so the output at
+            # that frame is its final state; packing would cost a third more per step for nothing.
+            out, _ = self.rnn(h)  # (B, T, dirs * H)
+            last = (lengths - 1).clamp_min(0)  # (B,)
+            fwd = out[torch.arange(len(x), device=x.device), last, : self.rnn.hidden_size]
+            if self.directions == 1:
+                return fwd  # (B, H)
+            # every sequence fills the batch: the backward direction's final state is at t = 0
+            return torch.cat([fwd, out[:, 0, self.rnn.hidden_size :]], 1)  # (B, 2H)
+        # both ways with uneven lengths: packing starts the backward pass at each sequence's end
+        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, H)
         last = h_n[-self.directions :]  # (dirs, B, H)

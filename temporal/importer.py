@@ -1,14 +1,16 @@
-"""`actrec import`: sequences made elsewhere (.npy arrays of shape [T, D]) into a cache.
+"""`actrec import`: sequences made elsewhere into a cache.
 
-The source is a folder of class folders (``SOURCE/<class>/.../<item>.npy``, the id is the path
-relative to SOURCE) or a CSV manifest with columns ``path,label[,split][,group]`` (paths relative
-to the manifest's folder). Items stream through one at a time, so the cache may exceed memory.
+Sources: a folder of class folders of .npy arrays [T, D] (``SOURCE/<class>/.../<item>.npy``, the
+id is the path relative to SOURCE); a CSV manifest with columns ``path,label[,split][,group]``
+(paths relative to the manifest's folder); or UCR/UEA `.ts` files (``NAME_TRAIN.ts NAME_TEST.ts``,
+the split from the file names, see :mod:`actrec.temporal.ts_format`). .npy items stream through
+one at a time, so the cache may exceed memory. Non-finite values are refused, naming the item.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +19,19 @@ import numpy as np
 from actrec.common.cache import Video, write_cache
 from actrec.common.errors import ActrecError
 from actrec.common.manifest import read_manifest
+from actrec.temporal.ts_format import read_ts
+
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
 class _Item:
     id: str
-    file: Path
     label: str
     split: str = ""
     group: str = ""
+    file: Path | None = None  # an .npy file, loaded when its turn comes
+    array: np.ndarray | None = None  # or the values themselves (.ts series), (T, D)
 
 
 def _from_folder(source: Path) -> list[_Item]:
@@ -51,68 +57,135 @@ def _from_manifest(manifest: Path) -> list[_Item]:
     return items
 
 
+def _from_ts(files: Sequence[Path]) -> list[_Item]:
+    stems = [f.stem for f in files]
+    if len(set(stems)) < len(stems):
+        raise ActrecError(f"{files[0]}: two .ts files share the name {stems[0]!r}; rename one")
+    return [
+        _Item(id=s.id, label=s.label, split=s.split, array=s.values)
+        for f in files
+        for s in read_ts(f)
+    ]
+
+
+def _collect(sources: Sequence[Path]) -> list[_Item]:
+    ts = [s for s in sources if s.suffix.lower() == ".ts"]
+    if ts:
+        if len(ts) < len(sources):
+            raise ActrecError("give either .ts files, or one folder or .csv manifest, not both")
+        for f in ts:
+            if not f.is_file():
+                raise ActrecError(f"{f}: no such file")
+        return _from_ts(ts)
+    if len(sources) > 1:
+        raise ActrecError("several sources are only for .ts files; give one folder or manifest")
+    source = sources[0]
+    if source.is_dir():
+        return _from_folder(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return _from_manifest(source)
+    raise ActrecError(f"{source}: give a folder of class folders, a .csv manifest or .ts files")
+
+
 def _load(item: _Item, dim: int | None) -> np.ndarray:
+    x = item.array if item.array is not None else _load_npy(item)
+    if x.ndim != 2 or len(x) == 0:
+        raise ActrecError(
+            f"{item.file or item.id}: expected an array of shape [T, D] with T >= 1, got {x.shape}"
+        )
+    if dim is not None and x.shape[1] != dim:
+        raise ActrecError(
+            f"{item.file or item.id}: dimension {x.shape[1]}, but the first item has {dim}"
+        )
+    if not np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.floating):
+        # complex values would lose their imaginary part, booleans and strings are not features
+        raise ActrecError(f"{item.file or item.id}: dtype {x.dtype} is not real numbers")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ActrecError(
+            f"{item.file or item.id}: non-finite value {x[tuple(bad)]} at step {bad[0]}, "
+            f"dimension {bad[1]}; features must be finite"
+        )
+    return x
+
+
+def _load_npy(item: _Item) -> np.ndarray:
+    assert item.file is not None
     if not item.file.is_file():
         raise ActrecError(f"{item.file}: no such file (listed as {item.id})")
     try:
         x = np.load(item.file, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ActrecError(f"{item.file}: not a readable .npy array ({e})") from None
-    if x.ndim != 2 or len(x) == 0:
-        raise ActrecError(
-            f"{item.file}: expected an array of shape [T, D] with T >= 1, got {x.shape}"
-        )
-    if dim is not None and x.shape[1] != dim:
-        raise ActrecError(f"{item.file}: dimension {x.shape[1]}, but the first item has {dim}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ActrecError(f"{item.file}: dtype {x.dtype} is not numeric")
+    if not isinstance(x, np.ndarray):  # an .npz archive renamed .npy loads as a mapping
+        raise ActrecError(f"{item.file}: an .npz archive, not one .npy array; save one array")
     return x
 
 
+def _stored_dtype(items: list[_Item], dtype: str | None) -> str:
+    if dtype is not None:
+        return dtype
+    # headers only: np.load with mmap reads no data
+    all16 = all(
+        (it.array if it.array is not None else np.load(it.file, mmap_mode="r")).dtype == np.float16
+        for it in items
+    )
+    return "float16" if all16 else "float32"
+
+
 def import_sequences(
-    source: str | os.PathLike,
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
     fps: float | None = None,
     dtype: str | None = None,
     force: bool = False,
 ) -> Path:
-    """Write the cache ``output`` from the .npy sequences of ``source``; returns its path.
+    """Write the cache ``output`` from the sequences of ``sources``; returns its path.
 
-    Timestamps are ``t / fps`` seconds (frame numbers where no ``fps`` is given). ``dtype``
-    defaults to float16 when every array is float16, else float32, so values round-trip.
+    ``sources`` is one folder of class folders of .npy arrays, one CSV manifest, or any number
+    of `.ts` files. Timestamps are ``t / fps`` seconds (step numbers where no ``fps`` is
+    given). ``dtype`` defaults to float16 when every array is float16, else float32, so values
+    round-trip.
     """
-    source, output = Path(source), Path(output)
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources, output = [Path(s) for s in sources], Path(output)
+    if not sources:
+        raise ActrecError("no source given: pass a folder, a .csv manifest or .ts files")
     if output.exists() and not force:
         raise ActrecError(f"{output} exists: pass --force to overwrite it")
-    if source.is_dir():
-        items = _from_folder(source)
-    elif source.is_file() and source.suffix.lower() == ".csv":
-        items = _from_manifest(source)
-    else:
-        raise ActrecError(f"{source}: give a folder of class folders or a .csv manifest")
+    if output.is_dir():
+        raise ActrecError(f"{output} is a folder: give a file name for the cache")
+    items = _collect(sources)
     items.sort(key=lambda it: it.id)
     for a, b in zip(items, items[1:], strict=False):
         if a.id == b.id:
-            raise ActrecError(f"{source}: {a.id} is listed twice")
+            raise ActrecError(f"{a.file or a.id} is listed twice")
+    inputs = {s.resolve() for s in sources} | {it.file.resolve() for it in items if it.file}
+    if output.resolve() in inputs:
+        raise ActrecError(f"{output} is one of the inputs: write the cache elsewhere")
     first = _load(items[0], None)
     dim = first.shape[1]
-    if dtype is None:
-        # headers only: np.load with mmap reads no data
-        all16 = all(np.load(it.file, mmap_mode="r").dtype == np.float16 for it in items)
-        dtype = "float16" if all16 else "float32"
+    dtype = _stored_dtype(items, dtype)
 
     def videos() -> Iterator[Video]:
         for it in items:
             x = _load(it, dim)
+            if dtype == "float16" and np.abs(x).max() > _FLOAT16_MAX:
+                raise ActrecError(
+                    f"{it.file or it.id}: values beyond float16's range ({_FLOAT16_MAX:g}); "
+                    "import with --dtype float32"
+                )
             t = np.arange(len(x), dtype=np.float64)
             yield Video(
                 id=it.id, features=x, timestamps=t / fps if fps else t, label=it.label,
                 split=it.split, group=it.group, fps=float(fps) if fps else float("nan"),
             )  # fmt: skip
 
+    where = sources[0] if len(sources) == 1 else sources[0].parent
     attrs = {
-        "backbone": "import", "weights": "none", "source": str(source.resolve()),
+        "backbone": "import", "weights": "none", "source": str(where.resolve()),
         "sampling": "as given", "fps": float(fps) if fps else "as given",
     }  # fmt: skip
     return write_cache(output, videos(), attrs, dim=dim, dtype=dtype)

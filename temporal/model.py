@@ -22,12 +22,16 @@ from actrec.temporal.heads import Head, create_head
 
 
 class TemporalModel(nn.Module):
-    """Normalise, optionally add frame differences, then the head: (B, T, D), (B, T) -> (B, C)."""
+    """Normalise, optionally add frame differences, pool long sequences, then the head:
+    (B, T, D), (B, T) -> (B, C)."""
 
-    def __init__(self, head: Head, mean: torch.Tensor, std: torch.Tensor, delta: bool) -> None:
+    def __init__(
+        self, head: Head, mean: torch.Tensor, std: torch.Tensor, delta: bool, max_len: int = 0
+    ) -> None:
         super().__init__()
         self.head = head
         self.delta = delta
+        self.max_len = max_len
         self.register_buffer("mean", mean.float().clone())  # (D,)
         self.register_buffer("std", std.float().clone())  # (D,)
 
@@ -38,13 +42,40 @@ class TemporalModel(nn.Module):
             # a difference is real only where both frames are: the first frame and padding get 0
             d = (x[:, 1:] - x[:, :-1]) * m[:, 1:] * m[:, :-1]  # (B, T-1, D)
             x = torch.cat([x, torch.cat([torch.zeros_like(x[:, :1]), d], 1)], -1)  # (B, T, 2D)
+        x, mask = pool_time(x, mask, self.max_len)
         return self.head(x, mask)  # (B, C)
 
 
+def pool_time(
+    x: torch.Tensor, mask: torch.Tensor, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences longer than ``max_len`` averaged over ``max_len`` equal segments of their own
+    length; shorter ones unchanged. (B, T, F), (B, T) -> (B, T', F), (B, T') with T' <= max_len.
+
+    The whole sequence stays in view at a bounded cost (TSN's segments, averaged rather than
+    sampled, so that training and evaluation see the same input). ``max_len`` 0 = never.
+    """
+    b, t, f = x.shape
+    if max_len <= 0 or t <= max_len:
+        return x, mask
+    lengths = mask.sum(1)  # (B,)
+    out_len = lengths.clamp(max=max_len)  # (B,)
+    steps = torch.arange(t, device=x.device)  # (T,)
+    segment = steps.unsqueeze(0) * out_len.unsqueeze(1) // lengths.clamp_min(1).unsqueeze(1)
+    segment = torch.where(mask, segment, max_len)  # (B, T); padding into a spare slot
+    sums = x.new_zeros(b, max_len + 1, f).scatter_add_(
+        1, segment.unsqueeze(-1).expand(-1, -1, f), x
+    )  # (B, max_len + 1, F)
+    counts = x.new_zeros(b, max_len + 1).scatter_add_(1, segment, mask.to(x.dtype))
+    pooled = sums[:, :max_len] / counts[:, :max_len].clamp_min(1).unsqueeze(-1)
+    return pooled, torch.arange(max_len, device=x.device).unsqueeze(0) < out_len.unsqueeze(1)
+
+
 def build_model(
-    head: str, head_kwargs: dict, mean: torch.Tensor, std: torch.Tensor, delta: bool
-) -> TemporalModel:
-    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta)
+    head: str, head_kwargs: dict, mean: torch.Tensor, std: torch.Tensor, delta: bool,
+    max_len: int = 0,
+) -> TemporalModel:  # fmt: skip
+    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta, max_len)
 
 
 def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
@@ -55,6 +86,7 @@ def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
         "mean": model.mean.clone(),
         "std": model.std.clone(),
         "delta": model.delta,
+        "max_len": model.max_len,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(body, tmp)
@@ -84,7 +116,10 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
             f"{run_dir}: no model.pt here; is it a run folder made by `actrec train`?"
         )
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"])
+    model = build_model(
+        ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"],
+        ckpt.get("max_len", 0),  # runs from before pooling was added never pooled
+    )  # fmt: skip
     model.load_state_dict(ckpt["state_dict"])
     device = torch.device(device)
     model.to(device).eval()

@@ -33,7 +33,8 @@ SUMMARY_KEYS = (
 # (`cache_attrs` holds e.g. when the cache was made; `cache_fingerprint` stands for its features)
 _NOT_SETTINGS = {
     "seed", "out", "force", "progress", "device", "workers", "lazy", "versions", "device_used",
-    "lazy_used", "best_epoch", "epochs_run", "parameters", "cache_attrs",
+    "lazy_used", "best_epoch", "epochs_run", "parameters", "cache_attrs", "best_step", "steps_run",
+    "steps_planned", "steps_per_epoch", "eval_every_used", "interrupted",
 }  # fmt: skip
 
 
@@ -150,6 +151,14 @@ def _feature_rows(config: dict) -> list[list]:
     return [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in attrs.items()]
 
 
+def _best(config: dict) -> str:
+    if "best_step" in config:
+        return (f"best checkpoint at step {config['best_step']} (epoch {config['best_epoch']:g}) "
+                f"of {config.get('steps_run', '?')}")  # fmt: skip
+    # runs from before the budget was counted in steps
+    return f"best epoch {config.get('best_epoch', '?')} of {config.get('epochs_run', '?')}"
+
+
 def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `report.md` and `report.html` from the run's own files; returns their paths."""
     run_dir = Path(run_dir)
@@ -157,8 +166,8 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     title = f"actrec run {run_dir.name}: {config.get('head', '?')}"
     n, split = metrics["n_samples"], metrics["split"]
     intro = (f"Head `{config.get('head')}` on `{config.get('cache')}` ({config.get('dim')}-D, "
-             f"{len(metrics['classes'])} classes); best epoch {config.get('best_epoch', '?')} of "
-             f"{config.get('epochs_run', '?')}; metrics on the {split} split ({n} videos).")  # fmt: skip
+             f"{len(metrics['classes'])} classes); {_best(config)}; metrics on the {split} split "
+             f"({n} videos).")  # fmt: skip
     pc_header = ["class", "precision", "recall", "F1", "support"]
     cm_header = ["true \\ predicted", *metrics["classes"]]
     cm_rows = [
@@ -170,8 +179,8 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
         "## Per class", _md_table(pc_header, _per_class_rows(metrics)),
         "## Confusion matrix (rows: true, columns: predicted)", _md_table(cm_header, cm_rows),
         "## Learning curves",
-        _md_table(["epoch", "train loss", "train acc.", "val loss", "val acc.", "lr", "seconds"],
-                  [[int(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
+        _md_table(["step", "epoch", "train loss", "train acc.", "val loss", "val acc.", "lr", "seconds"],
+                  [[int(r.get("step", r["epoch"])), f"{r['epoch']:g}", f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
                     f"{r['val_loss']:.4f}", f"{r['val_accuracy']:.4f}", f"{r['lr']:.2e}",
                     f"{r['seconds']:.1f}"] for r in history]),
         "## Configuration", _md_table(["option", "value"], _config_rows(config)),

@@ -1,8 +1,10 @@
 """Training a head on a cache: one loop, read top to bottom (after nanoGPT's `train.py`).
 
-Per epoch: plan the batches (seeded), then per step set the learning rate, forward, backward,
-clip, step; then evaluate on validation, keep the best checkpoint, stop when it stops improving.
-At the end the best checkpoint is evaluated on test and the whole run folder is written.
+The budget is counted in optimizer steps (as nanoGPT counts iterations), so that a set of 40
+sequences trains as long as one of 10,000. Batches are planned per pass over the training set
+(seeded); per step: set the learning rate, forward, backward, clip, step; every ``eval_every``
+steps evaluate on validation and keep the best checkpoint. At the end the best checkpoint is
+evaluated on test and the whole run folder is written.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
 from actrec.common.seeding import seed_everything
 from actrec.temporal.data import (
+    BatchPlan,
     ClipSampler,
     batches,
     feature_stats,
@@ -44,6 +47,14 @@ RUN_FILES = (
 )  # fmt: skip
 
 
+# The automatic budget: at least MIN_STEPS optimizer steps, and at least AUTO_EPOCHS passes over
+# the training set. A set of 40 sequences is one step per pass: counting passes alone gave it a
+# dozen steps. See the README's "Why the defaults" for the measurements behind each number.
+MIN_STEPS = 600
+AUTO_EPOCHS = 30
+EVALUATIONS = 40  # validation passes in a run, at most one per epoch
+
+
 @dataclass
 class TrainConfig(StrictConfig):
     """Every option of `actrec train`; :meth:`from_dict` rejects unknown keys."""
@@ -53,22 +64,25 @@ class TrainConfig(StrictConfig):
     cache: str = ""  # the cache to train on
     out: str = ""  # the run folder to create
     head: str = "gru"  # one of list_heads()
-    epochs: int = 30  # at most; early stopping may end sooner
-    batch_size: int = 64  # sequences per step
+    steps: int | None = None  # optimizer steps in all; None = from epochs, else automatic
+    epochs: int | None = None  # passes over train when steps is None; None = automatic
+    batch_size: int = 32  # sequences per step
     lr: float = 1e-3  # peak learning rate (AdamW), reached after warm-up
     weight_decay: float = 0.05  # AdamW, on weight matrices only
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine down to lr / 100
+    warmup: float = 0.05  # fraction of the steps spent warming up linearly, then cosine to lr/100
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 = off
-    patience: int = 8  # epochs without a better validation score before stopping; 0 = never
-    hidden: int = 256  # width after the input projection
+    patience: int = 0  # validation passes without improvement before stopping; 0 = never
+    eval_every: int | None = None  # steps between validation passes; None = automatic
+    hidden: int = 128  # width after the input projection
     layers: int | None = (
         None  # recurrent layers / TCN blocks / encoder layers; None = head's default
     )
     bidirectional: bool = False  # gru, lstm
     dropout: float = 0.3
     delta: bool = False  # add differences between neighbouring frames to the input
-    clip_len: int = 32  # frames per training window; 0 = whole sequences
+    clip_len: int = 0  # frames per random training window; 0 = whole sequences
+    max_len: int = 128  # longer sequences are averaged over this many segments; 0 = never
     eval_windows: int = 0  # 0 = evaluate whole sequences; K = mean of K windows of clip_len
     val_fraction: float = 0.15  # held out for validation when the cache has no val split
     test_fraction: float = 0.15  # held out for test when the cache has no split column
@@ -90,17 +104,44 @@ class TrainConfig(StrictConfig):
             raise ActrecError("no cache given: pass the cache file to train on")
         if not self.out:
             raise ActrecError("no run folder given: pass -o RUN/")
-        for name in ("epochs", "batch_size", "hidden"):
+        for name in ("steps", "epochs", "eval_every", "layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ActrecError(f"{name} must be at least 1, got {value}")
+        for name in ("batch_size", "hidden"):
             if getattr(self, name) < 1:
                 raise ActrecError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.layers is not None and self.layers < 1:
-            raise ActrecError(f"layers must be at least 1, got {self.layers}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ActrecError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ActrecError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ActrecError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.warmup < 1:
+            raise ActrecError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ActrecError(f"grad_clip must be 0 (off) or more, got {self.grad_clip}")
         if not 0 <= self.dropout < 1:
             raise ActrecError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.clip_len < 0 or self.eval_windows < 0:
-            raise ActrecError("clip_len and eval_windows must be 0 or more")
+        if self.clip_len < 0 or self.eval_windows < 0 or self.max_len < 0 or self.patience < 0:
+            raise ActrecError("clip_len, max_len, eval_windows and patience must be 0 or more")
+        if self.workers < 0:
+            raise ActrecError(f"workers must be 0 or more, got {self.workers}")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1):
             raise ActrecError("val_fraction must be in (0, 1) and test_fraction in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ActrecError(
+                f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: "
+                "leave at least a tenth of the videos to train on"
+            )
+
+    def budget(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run: ``steps``, else ``epochs`` passes, else the automatic one."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return self.epochs * steps_per_epoch
+        return max(MIN_STEPS, AUTO_EPOCHS * steps_per_epoch)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -126,7 +167,7 @@ def versions() -> dict[str, str]:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    tqdm.write(message, file=sys.stderr)  # above a progress bar, if one is drawn
 
 
 def prepare_run_dir(out: Path, force: bool) -> None:
@@ -172,7 +213,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
         in_dim=seqs.dim * (2 if cfg.delta else 1), num_classes=len(seqs.classes),
         hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, bidirectional=cfg.bidirectional,
     )  # fmt: skip
-    model = build_model(cfg.head, head_kwargs, mean, std, cfg.delta).to(device)
+    model = build_model(cfg.head, head_kwargs, mean, std, cfg.delta, cfg.max_len).to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]  # weight matrices, not biases or norms
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -182,8 +223,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     sampler = ClipSampler(
         seqs, splits["train"], batch_size=cfg.batch_size, clip_len=cfg.clip_len, train=True
     )
-    total_steps = cfg.epochs * len(sampler)
-    warmup = max(1, round(cfg.warmup_epochs * len(sampler)))
+    per_epoch = len(sampler)
+    total_steps = cfg.budget(per_epoch)
+    # about EVALUATIONS validation passes per run, never more than one per epoch
+    eval_every = cfg.eval_every or max(per_epoch, -(-total_steps // EVALUATIONS))
+    warmup = max(1, round(cfg.warmup * total_steps))
     n_params = sum(p.numel() for p in model.parameters())
     meta = {
         "head": cfg.head, "head_kwargs": head_kwargs, "classes": seqs.classes,
@@ -198,46 +242,61 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
         "dim": seqs.dim, "classes": seqs.classes, "head_kwargs": head_kwargs,
         "parameters": n_params, "device_used": str(device), "lazy_used": seqs.lazy,
         "split_sizes": {k: int(len(v)) for k, v in splits.items()}, "versions": versions(),
+        "steps_planned": total_steps, "steps_per_epoch": per_epoch, "eval_every_used": eval_every,
     }  # fmt: skip
     (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
-    log(f"{cfg.head}: {n_params:,} parameters, {len(seqs.classes)} classes, {seqs.dim}-D input, "
-        f"{len(sampler)} steps per epoch on {device}")  # fmt: skip
+    log(f"{cfg.head}: {n_params:,} parameters, {len(seqs.classes)} classes, {seqs.dim}-D input; "
+        f"{total_steps} steps ({total_steps / per_epoch:.1f} epochs of {per_epoch}), validation "
+        f"every {eval_every}, on {device}")  # fmt: skip
+
+    def endless() -> Iterator[tuple[int, torch.Tensor, torch.Tensor, BatchPlan]]:
+        epoch = 0
+        while True:
+            epoch += 1
+            for x, mask, plan in batches(seqs, sampler.plan(generator), cfg.workers):
+                yield epoch, x, mask, plan
 
     # -- the loop -------------------------------------------------------------------------------
     history: list[dict] = []
-    best_key, best_epoch, stale, step = None, -1, 0, 0
+    best_key, best_step, stale = None, -1, 0
     interrupted = False
+    stream = endless()
+    # no bar where stderr is a log file or a pipe: carriage returns would fill it
+    bar = tqdm(total=total_steps, desc=f"train {cfg.head}", leave=False, file=sys.stderr,
+               disable=not cfg.progress or not sys.stderr.isatty())  # fmt: skip
+    t0 = time.perf_counter()
+    data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for step in range(1, total_steps + 1):
             model.train()
-            t0 = time.perf_counter()
-            data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
             t_data = time.perf_counter()  # planning counts as batch building
-            plans = sampler.plan(generator)
-            bar = tqdm(total=len(plans), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                       disable=not cfg.progress, file=sys.stderr)  # fmt: skip
-            for x, mask, plan in batches(seqs, plans, cfg.workers):
-                x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
-                y = plan.labels.to(device)  # (B,)
-                data_seconds += time.perf_counter() - t_data
-                lr = lr_at(step, total_steps, warmup, cfg.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                logits = model(x, mask)  # (B, C)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                bar.update()
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-                t_data = time.perf_counter()
-            bar.close()
+            epoch, x, mask, plan = next(stream)
+            x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
+            y = plan.labels.to(device)  # (B,)
+            data_seconds += time.perf_counter() - t_data
+            lr = lr_at(step - 1, total_steps, warmup, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(x, mask)  # (B, C)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise ActrecError(
+                    f"the training loss is {loss.item()} at step {step}: check the cache for "
+                    "non-finite features (actrec inspect --verify), or lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.update()
+            if step % eval_every and step != total_steps:
+                continue
+
+            # -- validation: keep the best checkpoint ---------------------------------------
             train_seconds = time.perf_counter() - t0
             order, probs = predict_positions(
                 model, seqs, splits["val"], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
@@ -247,7 +306,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
             val_acc = float((probs.argmax(1) == val_y).mean())
             val_loss = nll(probs, val_y)
             row = {
-                "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                "step": step, "epoch": round(step / per_epoch, 3),
+                "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
                 "seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
                 "data_seconds": data_seconds,
@@ -256,26 +316,34 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
             key = (val_acc, -val_loss)  # accuracy first; the loss breaks ties on small sets
             improved = best_key is None or key > best_key
             if improved:
-                best_key, best_epoch, stale = key, epoch, 0
+                best_key, best_step, stale = key, step, 0
                 save_checkpoint(
-                    out / "model.pt", model, {**meta, "epoch": epoch, "val_accuracy": val_acc}
-                )
+                    out / "model.pt", model,
+                    {**meta, "step": step, "epoch": row["epoch"], "val_accuracy": val_acc},
+                )  # fmt: skip
             else:
                 stale += 1
-            log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
-                f"val loss {val_loss:.4f} acc {val_acc:.3f}  {row['seconds']:.1f} s"
-                f"{'  *' if improved else ''}")  # fmt: skip
+            msg = (f"step {step:5d}/{total_steps}  epoch {row['epoch']:7.2f}  train loss "
+                   f"{row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  val loss "
+                   f"{val_loss:.4f} acc {val_acc:.3f}  {row['seconds']:.1f} s"
+                   f"{'  *' if improved else ''}")  # fmt: skip
+            log(msg)
             _write_history(out / "history.csv", history)
+            t0 = time.perf_counter()
+            data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
             if cfg.patience and stale >= cfg.patience:
-                log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+                log(f"early stop: no better validation score in {cfg.patience} passes")
                 break
     except KeyboardInterrupt:
         # Ctrl-C keeps the work: the best checkpoint so far is evaluated and reported as usual
-        if best_epoch < 0:
+        if best_step < 0:
             raise
         interrupted = True
         _write_history(out / "history.csv", history)  # whole, even if the stop came mid-write
-        log(f"interrupted after epoch {len(history)}: evaluating the best checkpoint so far")
+        log(f"interrupted after step {history[-1]['step']}: evaluating the best checkpoint so far")
+    finally:
+        bar.close()
+        stream.close()
 
     # -- the best checkpoint on test ------------------------------------------------------------
     ckpt = torch.load(out / "model.pt", map_location=device, weights_only=True)
@@ -287,10 +355,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     metrics = write_results(
         out, [seqs.ids[i] for i in order], seqs.label[order], probs, seqs.classes, test_split
     )
-    run_config.update(best_epoch=best_epoch, epochs_run=len(history), interrupted=interrupted)
+    best_epoch = round(best_step / per_epoch, 3)
+    run_config.update(
+        best_step=best_step, best_epoch=best_epoch, steps_run=history[-1]["step"],
+        epochs_run=history[-1]["epoch"], interrupted=interrupted,
+    )  # fmt: skip
     (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
-    log(f"best epoch {best_epoch}; {test_split} accuracy {metrics['accuracy']:.4f}, "
-        f"macro F1 {metrics['f1_macro']:.4f} ({metrics['n_samples']} videos)")  # fmt: skip
+    log(f"best at step {best_step} (epoch {best_epoch:g}); {test_split} accuracy "
+        f"{metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
+        f"({metrics['n_samples']} videos)")  # fmt: skip
 
     from actrec.temporal.report import write_report
 

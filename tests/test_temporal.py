@@ -180,17 +180,18 @@ def test_same_seed_same_metrics(order_cache, tmp_path, mean_runs):
 def test_ctrl_c_keeps_the_best_checkpoint_and_reports_it(order_cache, tmp_path):
     said = []
 
-    def log(message: str) -> None:  # Ctrl-C as the third epoch ends
+    def log(message: str) -> None:  # Ctrl-C as the third validation pass (epoch 3) ends
         said.append(message)
-        if message.startswith("epoch   3"):
+        if sum(m.startswith("step ") for m in said) == 3:
             raise KeyboardInterrupt
 
     cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "run"), head="mean",
                       **{**FAST, "epochs": 10, "patience": 0})  # fmt: skip
     run = train(cfg, log=log)
-    assert "interrupted after epoch 3: evaluating the best checkpoint so far" in said
+    assert "interrupted after step 15: evaluating the best checkpoint so far" in said
     config = json.loads((run / "config.json").read_text())
     assert config["interrupted"] is True and config["epochs_run"] == 3
+    assert config["steps_run"] == 15 and config["steps_per_epoch"] == 5
     assert config["best_epoch"] in (1, 2, 3)
     with open(run / "history.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]

