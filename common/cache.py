@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -30,6 +31,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from actrec.common.diskspace import Reservation, is_disk_full
 from actrec.common.errors import CacheError
 
 FORMAT_VERSION = 1
@@ -85,6 +87,8 @@ class Video:
     split: str = ""
     group: str = ""
     fps: float = float("nan")
+    source_size: int = -1  # bytes of the source file when it was read; -1 where unknown
+    source_mtime_ns: int = -1  # its modification time (ns); a rerun re-extracts on a change
 
     def __post_init__(self) -> None:
         assert self.features.ndim == 2, (
@@ -108,12 +112,33 @@ class Index:
     fps: np.ndarray  # (V,) float64
     classes: list[str]
     failed: dict[str, str] = field(default_factory=dict)  # id -> error
+    source_size: np.ndarray | None = None  # (V,) int64, -1 where unknown
+    source_mtime_ns: np.ndarray | None = None  # (V,) int64, -1 where unknown
+    missing: list[str] = field(default_factory=list)  # optional index paths the file lacks
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.source_size is None:
+            self.source_size = np.full(n, -1, dtype=np.int64)
+        if self.source_mtime_ns is None:
+            self.source_mtime_ns = np.full(n, -1, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def label_name(self, i: int) -> str:
         return self.classes[self.label[i]] if self.label[i] >= 0 else ""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a cache records of a stored video's source: a rerun compares it with the source."""
+
+    source_size: int  # -1 where unknown (caches made before it was recorded)
+    source_mtime_ns: int
+    label: str
+    split: str
+    group: str
 
 
 class Cache:
@@ -129,21 +154,7 @@ class Cache:
                 f"{self.path}: cache format_version {version!r}, this actrec reads {FORMAT_VERSION}; "
                 "re-extract it with this version"
             )
-        videos = handle["videos"]
-        classes = [str(c) for c in handle["classes"].asstr()[...]]
-        failed_ids = [str(s) for s in handle["failed/id"].asstr()[...]]
-        failed_err = [str(s) for s in handle["failed/error"].asstr()[...]]
-        self.index = Index(
-            ids=[str(s) for s in videos["id"].asstr()[...]],
-            start=videos["start"][...].astype(np.int64),
-            length=videos["length"][...].astype(np.int64),
-            label=videos["label"][...].astype(np.int64),
-            split=[str(s) for s in videos["split"].asstr()[...]],
-            group=[str(s) for s in videos["group"].asstr()[...]],
-            fps=videos["fps"][...].astype(np.float64),
-            classes=classes,
-            failed=dict(zip(failed_ids, failed_err, strict=True)),
-        )
+        self.index = _read_index(self.path, handle)
         self._row = {vid: i for i, vid in enumerate(self.index.ids)}
 
     # -- what is in it ----------------------------------------------------------------------
@@ -215,17 +226,40 @@ class Cache:
         for i in range(len(self)):
             yield self.video(i)
 
+    def records(self) -> dict[str, Stored]:
+        """What the index says of each stored video's source (no feature is read)."""
+        ix = self.index
+        return {
+            vid: Stored(
+                int(ix.source_size[i]),
+                int(ix.source_mtime_ns[i]),
+                ix.label_name(i),
+                ix.split[i],
+                ix.group[i],
+            )  # fmt: skip
+            for i, vid in enumerate(ix.ids)
+        }
+
     # -- checking ---------------------------------------------------------------------------
-    def verify(self, check_values: bool = True) -> list[str]:
-        """Problems found (an empty list for a sound cache)."""
+    def check_index(self) -> list[str]:
+        """Problems of the index, found without reading a feature (milliseconds, even for a large
+        cache): what stage two needs before it slices ``/features`` by the index. An empty list
+        for a sound cache."""
         ix, problems = self.index, []
         n_rows = self.total_frames
+        problems += [f"no /{name}" for name in ix.missing]
+        sizes = {len(ix.start), len(ix.length), len(ix.label), len(ix.split), len(ix.group),
+                 len(ix.fps)}  # fmt: skip
+        if sizes != {len(ix.ids)}:
+            return [*problems, "the /videos datasets differ in length"]
         if len(set(ix.ids)) != len(ix.ids):
             problems.append("duplicate video ids")
         if ix.ids != sorted(ix.ids):
             problems.append("videos are not sorted by id")
-        if len(ix.ids) and (np.any(ix.length <= 0) or np.any(ix.start < 0)):
-            problems.append("a video has no rows or a negative start")
+        if len(ix.ids) and np.any(ix.start < 0):
+            problems.append(f"{ix.ids[int(np.argmax(ix.start < 0))]}: negative start")
+        if len(ix.ids) and np.any(ix.length <= 0):
+            problems.append(f"{ix.ids[int(np.argmax(ix.length <= 0))]}: no rows (length <= 0)")
         expected_start = (
             np.concatenate([[0], np.cumsum(ix.length)[:-1]]) if len(ix.ids) else ix.start
         )
@@ -235,16 +269,45 @@ class Cache:
             problems.append(
                 f"lengths add up to {int(ix.length.sum())} rows, /features has {n_rows}"
             )
-        if self._f["timestamps"].shape != (n_rows,):
+        ends = ix.start + ix.length
+        if len(ix.ids) and int(ends.max()) > n_rows:
+            worst = int(np.argmax(ends))
+            problems.append(
+                f"{ix.ids[worst]}: rows {int(ix.start[worst])}..{int(ends[worst]) - 1} are past "
+                f"the end of /features ({n_rows} rows)"
+            )
+        if "timestamps" in self._f and self._f["timestamps"].shape != (n_rows,):
             problems.append("/timestamps and /features differ in length")
-        if len(ix.label) and (ix.label.max(initial=-1) >= len(ix.classes) or ix.label.min() < -1):
-            problems.append("a label is outside /classes")
+        outside = (ix.label >= len(ix.classes)) | (ix.label < -1)
+        if np.any(outside):
+            i = int(np.argmax(outside))
+            problems.append(
+                f"{ix.ids[i]}: label {int(ix.label[i])} is outside /classes "
+                f"({len(ix.classes)} classes)"
+            )
         if ix.classes != sorted(ix.classes):
             problems.append("/classes is not sorted")
         if set(ix.failed) & set(ix.ids):
             problems.append("an id is both stored and failed")
         if self.fingerprint != fingerprint(self.attrs):
             problems.append("the fingerprint does not match the root attributes")
+        return problems
+
+    def ensure_index(self) -> None:
+        """Raise :class:`CacheError` with one line naming the first problem of the index (see
+        :meth:`check_index`); for commands that are about to slice the cache by its index."""
+        problems = self.check_index()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CacheError(
+                f"{self.path}: {problems[0]}{more}; not a sound actrec cache "
+                "(`actrec inspect --verify` lists the problems): re-extract or re-import it"
+            )
+
+    def verify(self, check_values: bool = True) -> list[str]:
+        """Problems found (an empty list for a sound cache): the index checks of
+        :meth:`check_index`, then, where the index is sound, every value."""
+        problems = self.check_index()
         if check_values and not problems:
             problems += self._verify_values()
         return problems
@@ -277,11 +340,62 @@ def open_cache(path: str | os.PathLike) -> Iterator[Cache]:
     except OSError as e:
         raise CacheError(f"{path}: not a readable HDF5 cache ({e})") from None
     try:
-        if "features" not in handle or "videos" not in handle:
-            raise CacheError(f"{path}: an HDF5 file but not an actrec cache (no /features)")
+        for name in ("features", "videos"):
+            if name not in handle:
+                raise CacheError(f"{path}: an HDF5 file but not an actrec cache (no /{name})")
         yield Cache(path, handle)
     finally:
         handle.close()
+
+
+def _read_index(path: Path, handle: h5py.File) -> Index:
+    """The index, tolerant of what other tools leave out: the datasets without which no row can
+    be found are required (a one-line CacheError); the others get defaults (no label, no
+    split, ...), and a missing /classes or /timestamps is reported by :meth:`Cache.check_index`."""
+    features = handle["features"]
+    if not isinstance(features, h5py.Dataset) or features.ndim != 2:
+        raise CacheError(f"{path}: /features is not a 2-D dataset (frames x dimension)")
+    missing: list[str] = []
+    for name in ("videos/id", "videos/start", "videos/length"):
+        if not isinstance(handle.get(name), h5py.Dataset):
+            raise CacheError(f"{path}: no /{name}: the index of /features is missing")
+    ids = _strings(handle["videos/id"])
+    n = len(ids)
+
+    def numbers(name: str, dtype: type, default: float) -> np.ndarray:
+        if isinstance(handle.get(name), h5py.Dataset):
+            return handle[name][...].astype(dtype).reshape(-1)
+        return np.full(n, default, dtype=dtype)
+
+    def strings(name: str) -> list[str]:
+        if isinstance(handle.get(name), h5py.Dataset):
+            return _strings(handle[name])
+        if name == "classes":  # labels index into it: without it, no label can be read
+            missing.append(name)
+        return [""] * n if name.startswith("videos/") else []
+
+    if not isinstance(handle.get("timestamps"), h5py.Dataset):
+        missing.append("timestamps")
+    failed_ids, failed_err = strings("failed/id"), strings("failed/error")
+    return Index(
+        ids=ids,
+        start=numbers("videos/start", np.int64, 0),
+        length=numbers("videos/length", np.int64, 0),
+        label=numbers("videos/label", np.int64, -1),
+        split=strings("videos/split"),
+        group=strings("videos/group"),
+        fps=numbers("videos/fps", np.float64, float("nan")),
+        classes=strings("classes"),
+        failed=dict(zip(failed_ids, failed_err, strict=False)),
+        source_size=numbers("videos/source_size", np.int64, -1),
+        source_mtime_ns=numbers("videos/source_mtime_ns", np.int64, -1),
+        missing=missing,
+    )
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    values = dataset[...].reshape(-1)
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -302,15 +416,75 @@ def write_cache(
     ``videos`` may be a generator, so that a cache larger than memory streams through; they
     must come sorted by id. ``classes`` defaults to the labels seen. ``attrs`` are the root
     attributes; ``format_version``, ``dtype``, ``created`` and ``fingerprint`` are filled in.
+    A full disk, or a folder that cannot be written, is a :class:`CacheError` naming ``path``;
+    either way nothing is left under ``path`` or the temporary name.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = temporary_name(path)
+    try:
+        _write_hdf5(tmp, videos, attrs, dim=dim, dtype=dtype, classes=classes, failed=failed)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and is_disk_full(e):
+            raise CacheError(
+                f"{path}: no space left on device; nothing was written there; free some space "
+                "(or write elsewhere) and run the command again"
+            ) from None
+        if isinstance(e, OSError) and _about(e, tmp, path):
+            raise CacheError(f"{path}: cannot write it ({_reason(e)})") from None
+        raise
+    return path
+
+
+def temporary_name(path: Path) -> Path:
+    """Where ``path`` is written before its rename: next to it, so the rename is atomic; a
+    shorter name where ``NAME.tmpPID`` would pass the file system's limit on a name."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    if len(tmp.name.encode()) > 255:
+        digest = hashlib.sha256(path.name.encode()).hexdigest()[:16]
+        tmp = path.with_name(f"{digest}.tmp{os.getpid()}")
+    return tmp
+
+
+def _about(error: OSError, *paths: Path) -> bool:
+    """Whether an OSError is about one of ``paths`` (h5py quotes the name in its message)."""
+    names = {str(p) for p in paths}
+    return error.filename in names or any(n in str(error) for n in names)
+
+
+def _reason(error: OSError) -> str:
+    """The system's reason, without HDF5's time stamps and buffer addresses."""
+    found = re.search(r"error message = '([^']+)'", str(error))
+    if found:
+        return found.group(1)
+    return error.strerror or str(error).splitlines()[0]
+
+
+def _write_hdf5(
+    tmp: Path,
+    videos: Iterable[Video],
+    attrs: dict[str, Any],
+    *,
+    dim: int,
+    dtype: str,
+    classes: Sequence[str] | None,
+    failed: dict[str, str] | None,
+) -> None:
     failed = dict(failed or {})
     dtype_np = np.dtype(dtype)
     chunk_rows = max(1, min(4096, _CHUNK_BYTES // max(1, dim * dtype_np.itemsize)))
-    rows: dict[str, list] = {k: [] for k in ("id", "length", "label", "split", "group", "fps")}
-    try:
-        with h5py.File(tmp, "w") as f:
+    chunk_bytes = chunk_rows * (dim * dtype_np.itemsize + 8)  # a chunk of features + of times
+    rows: dict[str, list] = {
+        k: [] for k in ("id", "length", "label", "split", "group", "fps", "size", "mtime")
+    }
+    index_bytes = 0  # what the index will take, written last
+    with h5py.File(tmp, "w") as f:
+        # blocks reserved ahead of every growth: a full disk fails here, in Python, while HDF5
+        # can still close the file cleanly (see diskspace.py)
+        space = Reservation(tmp)
+        try:
             feats = f.create_dataset(
                 "features", (0, dim), dtype=dtype_np, maxshape=(None, dim), chunks=(chunk_rows, dim)
             )
@@ -327,6 +501,8 @@ def write_cache(
                     f"{v.id}: dimension {v.features.shape[1]}, cache {dim}"
                 )
                 t = len(v.features)
+                index_bytes += 160 + 2 * len(v.id.encode()) + len(v.split) + len(v.group)
+                space.grow(int(1.02 * -(-(n + t) // chunk_rows) * chunk_bytes) + index_bytes)
                 feats.resize(n + t, axis=0)
                 feats[n : n + t] = v.features.astype(dtype_np, copy=False)
                 times.resize(n + t, axis=0)
@@ -334,49 +510,55 @@ def write_cache(
                 n += t
                 for key, value in (
                     ("id", v.id), ("length", t), ("label", v.label), ("split", v.split),
-                    ("group", v.group), ("fps", v.fps),
+                    ("group", v.group), ("fps", v.fps), ("size", v.source_size),
+                    ("mtime", v.source_mtime_ns),
                 ):  # fmt: skip
                     rows[key].append(value)
                 failed.pop(v.id, None)  # stored now: an earlier failure no longer stands
-            names = sorted(
-                set(classes if classes is not None else []) | {x for x in rows["label"] if x}
-            )
-            lookup = {c: i for i, c in enumerate(names)}
-            lengths = np.asarray(rows["length"], dtype=np.int64)
-            g = f.create_group("videos")
-            g.create_dataset("id", data=np.array(rows["id"], dtype=object), dtype=_STR)
-            g.create_dataset(
-                "start",
-                data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-                if len(lengths)
-                else lengths,
-            )
-            g.create_dataset("length", data=lengths)
-            g.create_dataset(
-                "label", data=np.array([lookup.get(x, -1) for x in rows["label"]], dtype=np.int64)
-            )
-            g.create_dataset("split", data=np.array(rows["split"], dtype=object), dtype=_STR)
-            g.create_dataset("group", data=np.array(rows["group"], dtype=object), dtype=_STR)
-            g.create_dataset("fps", data=np.asarray(rows["fps"], dtype=np.float64))
-            f.create_dataset("classes", data=np.array(names, dtype=object), dtype=_STR)
-            fail_ids = sorted(failed)
-            f.create_dataset("failed/id", data=np.array(fail_ids, dtype=object), dtype=_STR)
-            f.create_dataset(
-                "failed/error",
-                data=np.array([failed[i] for i in fail_ids], dtype=object),
-                dtype=_STR,
-            )
+            index_bytes += sum(96 + len(k.encode()) + len(e.encode()) for k, e in failed.items())
+            space.grow(int(1.02 * -(-n // chunk_rows) * chunk_bytes) + 2 * index_bytes)
+            _write_index(f, rows, classes, failed)
             root = {**attrs, "format_version": FORMAT_VERSION, "dtype": str(dtype_np)}
             root.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             root["fingerprint"] = fingerprint(root)
             for k, v in root.items():
                 f.attrs[k] = _attr_value(v)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+        finally:
+            space.close()
+    space.release()
+
+
+def _write_index(
+    f: h5py.File, rows: dict[str, list], classes: Sequence[str] | None, failed: dict[str, str]
+) -> None:
+    names = sorted(set(classes if classes is not None else []) | {x for x in rows["label"] if x})
+    lookup = {c: i for i, c in enumerate(names)}
+    lengths = np.asarray(rows["length"], dtype=np.int64)
+    g = f.create_group("videos")
+    g.create_dataset("id", data=np.array(rows["id"], dtype=object), dtype=_STR)
+    g.create_dataset(
+        "start",
+        data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        if len(lengths)
+        else lengths,
+    )
+    g.create_dataset("length", data=lengths)
+    g.create_dataset(
+        "label", data=np.array([lookup.get(x, -1) for x in rows["label"]], dtype=np.int64)
+    )
+    g.create_dataset("split", data=np.array(rows["split"], dtype=object), dtype=_STR)
+    g.create_dataset("group", data=np.array(rows["group"], dtype=object), dtype=_STR)
+    g.create_dataset("fps", data=np.asarray(rows["fps"], dtype=np.float64))
+    g.create_dataset("source_size", data=np.asarray(rows["size"], dtype=np.int64))
+    g.create_dataset("source_mtime_ns", data=np.asarray(rows["mtime"], dtype=np.int64))
+    f.create_dataset("classes", data=np.array(names, dtype=object), dtype=_STR)
+    fail_ids = sorted(failed)
+    f.create_dataset("failed/id", data=np.array(fail_ids, dtype=object), dtype=_STR)
+    f.create_dataset(
+        "failed/error",
+        data=np.array([failed[i] for i in fail_ids], dtype=object),
+        dtype=_STR,
+    )
 
 
 def _attr_value(value: Any) -> Any:
@@ -403,20 +585,28 @@ def combine(
     failed: dict[str, str] | None = None,
     dim: int | None = None,
     progress: bool = False,
+    latest_wins: bool = False,
+    metadata: dict[str, tuple[str, str, str]] | None = None,
 ) -> Path:
     """Join caches (shards, segments, an older cache) into one, sorted by id, atomically.
 
-    All inputs must share a fingerprint. A video found in several inputs is stored once (they
-    hold the same features). Failures stand only where no input stored the video. ``dim`` is
-    the feature size where no input holds a video (every item failed). Features are copied
-    video by video, and only a few inputs are open at a time, so neither memory nor open files
-    grow with the number of inputs (an extraction of 13,000 videos leaves thousands of segments,
-    and many systems allow 1,024 open files).
+    All inputs must share a fingerprint. A video found in several inputs is stored once: they
+    must hold the same features and timestamps, else the join is refused, naming the video;
+    failures stand only where no input stored the video. With ``latest_wins`` (an extraction
+    joining its older cache and its segments, in the order they were written), the last record
+    of an id wins instead, a failure included: a re-extracted video replaces its old rows.
+    ``metadata`` maps ids to (label, split, group) that replace the stored ones; then
+    ``/classes`` holds ``classes`` and the labels in use, not the inputs' old class names.
+    ``dim`` is the feature size where no input holds a video (every item failed). Features are
+    copied video by video, and only a few inputs are open at a time, so neither memory nor open
+    files grow with the number of inputs (an extraction of 13,000 videos leaves thousands of
+    segments, and many systems allow 1,024 open files).
     """
     if not inputs:
         raise CacheError("nothing to combine: no input caches")
     paths = [Path(p) for p in inputs]
     owner: dict[str, tuple[int, int]] = {}  # video id -> (input, row in its index)
+    twins: list[tuple[str, tuple[int, int], tuple[int, int]]] = []  # ids held twice
     all_failed: dict[str, str] = {}
     names = set(classes or [])
     prints, dims = {}, set()
@@ -429,9 +619,19 @@ def combine(
             if len(c):
                 dims.add(c.dim)
             for i, vid in enumerate(c.index.ids):
-                owner.setdefault(vid, (k, i))
-            all_failed.update(c.index.failed)
-            names |= set(c.index.classes)
+                if latest_wins:
+                    owner[vid] = (k, i)
+                    all_failed.pop(vid, None)
+                elif vid in owner:
+                    twins.append((vid, owner[vid], (k, i)))
+                else:
+                    owner[vid] = (k, i)
+            for vid, why in c.index.failed.items():
+                if latest_wins:
+                    owner.pop(vid, None)
+                all_failed[vid] = why
+            if metadata is None:
+                names |= set(c.index.classes)
     if len(set(prints.values())) > 1:
         detail = ", ".join(f"{name}={fp}" for name, fp in prints.items())
         raise CacheError(f"cannot combine caches made with different settings ({detail})")
@@ -446,13 +646,27 @@ def combine(
         tqdm(total=len(owner), desc=f"writing {Path(out).name}", unit="video",
              disable=not progress, file=sys.stderr, leave=False) as bar,
     ):  # fmt: skip
+        for vid, (ka, ia), (kb, ib) in twins:
+            a, b = caches[ka].video(ia), caches[kb].video(ib)
+            if not (_same(a.features, b.features) and _same(a.timestamps, b.timestamps)):
+                raise CacheError(
+                    f"{vid} is in {paths[ka]} and in {paths[kb]} with different features: "
+                    "shards of one extraction never overlap; merge only one of them"
+                )
 
         def videos() -> Iterator[Video]:
             for vid in sorted(owner):
                 k, i = owner[vid]
-                yield caches[k].video(i)
+                v = caches[k].video(i)
+                if metadata is not None and vid in metadata:
+                    v.label, v.split, v.group = metadata[vid]
+                yield v
                 bar.update()
 
+        if metadata is not None:
+            names |= {metadata.get(vid, ("",))[0] for vid in owner} - {""}
+            names |= {caches[k].index.label_name(i) for vid, (k, i) in owner.items()
+                      if vid not in metadata} - {""}  # fmt: skip
         return write_cache(
             out,
             videos(),
@@ -462,6 +676,10 @@ def combine(
             classes=sorted(names),
             failed=all_failed,
         )
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
 class _OpenCaches:
@@ -528,7 +746,10 @@ class PartialCache:
     def start(self) -> None:
         """Create the folder, or check that an existing one was made with the same settings;
         either way, hold its lock until :meth:`finish` or :meth:`release`."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"{self.dir}: cannot create it ({_reason(e)})") from None
         self._lock()
         meta = self.dir / "meta.json"
         if meta.exists():
@@ -542,7 +763,13 @@ class PartialCache:
                 )
             return
         body = {"fingerprint": self.fingerprint, "dim": self.dim, "attrs": _jsonable(self.attrs)}
-        _atomic_write_text(meta, json.dumps(body, indent=1))
+        try:
+            _atomic_write_text(meta, json.dumps(body, indent=1))
+        except OSError as e:
+            self.release()
+            if is_disk_full(e):
+                raise CacheError(f"{meta}: no space left on device; free some space") from None
+            raise CacheError(f"{meta}: cannot write it ({_reason(e)})") from None
 
     def _lock(self) -> None:
         # two runs into one folder would number their segments alike and overwrite each other's
@@ -584,6 +811,16 @@ class PartialCache:
                 failed.update(c.index.failed)
         return stored, failed
 
+    def records(self) -> dict[str, Stored]:
+        """What the segments record of each stored video, the latest segment winning."""
+        found: dict[str, Stored] = {}
+        for seg in self.segments():
+            with open_cache(seg) as c:
+                found.update(c.records())
+                for vid in c.index.failed:
+                    found.pop(vid, None)
+        return found
+
     def add(self, videos: Sequence[Video], failed: dict[str, str] | None = None) -> Path | None:
         """Store finished videos (and failures) as one new segment, durably, before returning."""
         if not videos and not failed:
@@ -598,9 +835,18 @@ class PartialCache:
         return seg
 
     def finish(
-        self, *, classes: Sequence[str], extra_inputs: Sequence[Path] = (), progress: bool = False
+        self,
+        *,
+        classes: Sequence[str],
+        extra_inputs: Sequence[Path] = (),
+        progress: bool = False,
+        metadata: dict[str, tuple[str, str, str]] | None = None,
     ) -> Path:
-        """Combine the segments (and e.g. an older cache) into the cache, then remove the folder."""
+        """Combine the segments (and e.g. an older cache) into the cache, then remove the folder.
+
+        Later records win (segments after ``extra_inputs``, newer segments after older ones):
+        a video extracted again, because its file changed, replaces its old rows. ``metadata``
+        (id -> label, split, group) replaces the stored labels, splits and groups."""
         inputs = [*extra_inputs, *self.segments()]
         if not inputs:  # nothing at all was extracted: still write an empty, valid cache
             write_cache(
@@ -609,7 +855,7 @@ class PartialCache:
         else:
             combine(
                 inputs, self.cache_path, attrs=self.attrs, classes=classes, dim=self.dim,
-                progress=progress,
+                progress=progress, latest_wins=True, metadata=metadata,
             )  # fmt: skip
         shutil.rmtree(self.dir, ignore_errors=True)
         self.release()
@@ -635,12 +881,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def stored_ids(path: str | os.PathLike, expected_fingerprint: str) -> set[str]:
-    """The ids an existing cache holds, to extend it; one made with other settings is refused."""
+def stored_records(path: str | os.PathLike, expected_fingerprint: str) -> dict[str, Stored]:
+    """What an existing cache records of its videos, to extend it; one made with other
+    settings is refused."""
     with open_cache(path) as c:
         if c.fingerprint != expected_fingerprint:
             raise CacheError(
                 f"{path}: this cache was made with other settings (fingerprint {c.fingerprint}, "
                 f"now {expected_fingerprint}): write to another file, or delete it to start again"
             )
-        return set(c.index.ids)
+        return c.records()
+
+
+def stored_ids(path: str | os.PathLike, expected_fingerprint: str) -> set[str]:
+    """The ids an existing cache holds (see :func:`stored_records`)."""
+    return set(stored_records(path, expected_fingerprint))

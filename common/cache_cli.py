@@ -9,12 +9,17 @@ import numpy as np
 
 from actrec.common.cache import combine, open_cache
 from actrec.common.errors import CacheError
+from actrec.common.shards import check_set
 
 
 def summarize(path: str | Path) -> str:
     """A human-readable summary of a cache."""
     with open_cache(path) as c:
         ix, a = c.index, c.attrs
+        if c.check_index():  # a summary of a broken index could raise: name the file only
+            return (
+                f"cache      {c.path}\nframes     {c.total_frames}\ndimension  {c.dim} ({c.dtype})"
+            )
         labelled = ix.label >= 0
         lines = [
             f"cache      {c.path}",
@@ -55,9 +60,10 @@ def inspect(cache: Path, verify: bool) -> None:
     Example: actrec inspect feats.h5 --verify
     """
     click.echo(summarize(cache))
-    if verify:
-        with open_cache(cache) as c:
-            problems = c.verify()
+    with open_cache(cache) as c:
+        # the index checks always (cheap); the values only with --verify
+        problems = c.verify() if verify else c.check_index()
+    if problems or verify:
         if problems:
             for p in problems:
                 click.echo(f"problem    {p}", err=True)
@@ -77,11 +83,18 @@ def inspect(cache: Path, verify: bool) -> None:
     help="The cache to write.",
 )
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def merge(shards: tuple[Path, ...], output: Path, force: bool) -> None:
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Merge an incomplete or mixed set of shards (the result records which it holds).",
+)
+def merge(shards: tuple[Path, ...], output: Path, force: bool, partial: bool) -> None:
     """Join the shards of a distributed extraction into one cache, sorted by video id.
 
-    The shards must have been made with the same settings (fingerprint). The result equals a
-    single-process extraction of the same source.
+    The shards must have been made with the same settings (fingerprint), and be the whole set
+    (every K of N, once) unless --partial. The result equals a single-process extraction of the
+    same source. Caches that are not shards are joined as they are; an id found twice must
+    have the same features in both.
 
     Example: actrec merge feats.shard0of2.h5 feats.shard1of2.h5 -o feats.h5
     """
@@ -89,5 +102,16 @@ def merge(shards: tuple[Path, ...], output: Path, force: bool) -> None:
         raise CacheError(f"{output} exists: pass --force to overwrite it")
     if output.resolve() in {s.resolve() for s in shards}:
         raise CacheError(f"{output} is one of the shards: write the merged cache elsewhere")
-    combine(list(shards), output, progress=True)
+    attrs = []
+    for path in shards:
+        with open_cache(path) as c:
+            c.ensure_index()
+            attrs.append((path, c.attrs))
+    root = {k: v for k, v in attrs[0][1].items() if k != "shard"}
+    holds = check_set(attrs, partial)
+    if holds is not None:
+        root["shard"] = holds
+    combine(list(shards), output, attrs=root, progress=True)
     click.echo(summarize(output))
+    if holds is not None:
+        click.echo(f"partial    holds shards {holds} only (--partial)", err=True)

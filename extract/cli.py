@@ -168,6 +168,10 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
             f"{result.dim}-D ({result.extracted} extracted now, {result.already} already there; "
             f"{result.seconds:.1f} s, {rate:.{1 if rate < 10 else 0}f} frames/s)"
         )
+    if result.changed:
+        click.echo(f"{result.changed} videos changed on disk since, and were extracted again")
+    if result.relabelled:
+        click.echo(f"{result.relabelled} videos got their label, split or group from the source")
     if result.failed:
         click.echo(f"{len(result.failed)} failed:", err=True)
         for vid, why in sorted(result.failed.items()):

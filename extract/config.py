@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,15 @@ class ExtractConfig(StrictConfig):
             raise ActrecError(
                 f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}"
             )
+        for name in ("mean", "std"):  # a NaN mean or a zero std makes every feature NaN or inf
+            value = getattr(self, name)
+            if value is None:
+                continue
+            shown = " ".join(f"{float(v):g}" for v in value)
+            if len(value) != 3 or not all(math.isfinite(v) for v in value):
+                raise ActrecError(f"--{name} {shown}: give 3 finite numbers (R G B, 0-1 scale)")
+            if name == "std" and min(value) <= 0:
+                raise ActrecError(f"--std {shown}: must be positive (the pixels are divided by it)")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 8):
             raise ActrecError(f"--input-size {self.input_size}: give N or HxW, at least 8 pixels")
         if self.shard is not None:

@@ -90,10 +90,20 @@ def stream_features(
     def complete(i: int) -> None:
         p = pending.pop(i)
         it = items[i]
+        features = np.concatenate(p.feats)  # (T, D)
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        if bad:  # never store NaN or inf: every later stage would train or predict on garbage
+            hint = " (or beyond float16's range: try --dtype float32)" if dtype == "float16" else ""
+            failed[it.id] = (
+                f"non-finite features in {bad} of {len(features)} frames: the backbone returned "
+                f"NaN or inf{hint}"
+            )
+            bar.update(1)
+            return
         finished.append(
             Video(
                 id=it.id,
-                features=np.concatenate(p.feats),
+                features=features,
                 timestamps=np.concatenate(p.times),
                 label=it.label,
                 split=it.split,

@@ -15,14 +15,14 @@ import torch
 import torchvision
 
 from actrec import __version__
-from actrec.common.cache import PartialCache, Video, open_cache, stored_ids
+from actrec.common.cache import PartialCache, Stored, Video, open_cache, stored_records
 from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
 from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
 from actrec.extract.config import ExtractConfig, shard_output
 from actrec.extract.decode import Resize, Sampling
 from actrec.extract.pipeline import stream_features
-from actrec.extract.sources import Item, find_items, shard
+from actrec.extract.sources import Item, find_items, shard, source_stat
 
 
 @dataclass
@@ -39,6 +39,8 @@ class ExtractResult:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     nothing_to_do: bool = False
+    changed: int = 0  # videos extracted again because their file changed since
+    relabelled: int = 0  # videos whose label, split or group the source changed
 
     @property
     def exit_code(self) -> int:
@@ -77,6 +79,7 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     k, n = config.resolved_shard()
     items = shard(all_items, k, n)
     output = shard_output(config.output, k, n)
+    _check_name(output)
     _check_writable(output)
     device = _device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -91,17 +94,23 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     )
     attrs = {**cache_attrs(backbone, sampling, config.dtype, precision)}
     attrs["source"] = str(config.source.resolve())
+    if n > 1:
+        attrs["shard"] = f"{k}/{n}"  # so that `actrec merge` knows a whole set of shards
     classes = sorted({it.label for it in all_items if it.label})
     partial = PartialCache(output, attrs, backbone.dim, config.dtype)
+    # labels, splits and groups are the source's to say, on every run (the manifest may have
+    # changed); a file's size and modification time say whether it must be extracted again
+    metadata = {it.id: (it.label, it.split, it.group) for it in all_items}
+    stats = {it.id: source_stat(it) for it in items}
 
-    stored = stored_ids(output, partial.fingerprint) if output.exists() else set()
-    if stored and all(it.id in stored for it in items) and not partial.dir.exists():
+    stored = stored_records(output, partial.fingerprint) if output.exists() else {}
+    plan = _Plan(items, stored, stats, metadata)
+    if stored and not plan.todo and not plan.relabelled and not partial.dir.exists():
         return _summary(output, started, extracted=0, frames=0, already=len(items), nothing=True)
     partial.start()  # refuses other settings, and a second run into the same output
     try:
-        in_partial, _ = partial.done()
-        stored |= in_partial
-        todo = [it for it in items if it.id not in stored]
+        plan = _Plan(items, {**stored, **partial.records()}, stats, metadata)
+        todo = plan.todo
 
         extracted = frames = 0
         for batch in stream_features(
@@ -115,6 +124,8 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
             dtype=config.dtype,
             progress=config.progress,
         ):
+            for v in batch.videos:
+                v.source_size, v.source_mtime_ns = stats[v.id]
             # one segment per forward pass: a crash from here on loses no finished video
             partial.add(batch.videos, batch.failed)
             extracted += len(batch.videos)
@@ -123,15 +134,47 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
             classes=classes,
             extra_inputs=[output] if output.exists() else [],
             progress=config.progress,
+            metadata=metadata,
         )
     finally:
         partial.release()
-    return _summary(output, started, extracted, frames, already=len(items) - len(todo))
+    return _summary(
+        output, started, extracted, frames, already=len(items) - len(todo),
+        changed=len(plan.changed), relabelled=len(plan.relabelled),
+    )  # fmt: skip
+
+
+class _Plan:
+    """What a run has to do, given what the cache and its unfinished part already record."""
+
+    def __init__(
+        self,
+        items: list[Item],
+        stored: dict[str, Stored],
+        stats: dict[str, tuple[int, int]],
+        metadata: dict[str, tuple[str, str, str]],
+    ) -> None:
+        self.changed = [
+            it.id
+            for it in items
+            if it.id in stored
+            and stored[it.id].source_size >= 0  # recorded (older caches did not)
+            and stats[it.id][0] >= 0  # and still there to compare
+            and (stored[it.id].source_size, stored[it.id].source_mtime_ns) != stats[it.id]
+        ]
+        changed = set(self.changed)
+        self.todo = [it for it in items if it.id not in stored or it.id in changed]
+        self.relabelled = [
+            vid
+            for vid, old in stored.items()
+            if vid in metadata and (old.label, old.split, old.group) != metadata[vid]
+        ]
 
 
 def _summary(
-    output: Path, started: float, extracted: int, frames: int, already: int, nothing: bool = False
-) -> ExtractResult:
+    output: Path, started: float, extracted: int, frames: int, already: int, nothing: bool = False,
+    changed: int = 0, relabelled: int = 0,
+) -> ExtractResult:  # fmt: skip
     with open_cache(output) as c:
         return ExtractResult(
             output=output,
@@ -144,6 +187,8 @@ def _summary(
             failed=dict(c.index.failed),
             seconds=time.perf_counter() - started,
             nothing_to_do=nothing,
+            changed=changed,
+            relabelled=relabelled,
         )
 
 
@@ -156,10 +201,26 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _check_name(output: Path) -> None:
+    """The longest name made from the output's (its folder of finished videos) must be legal:
+    else the run would fail only when it first writes, in the middle of the work."""
+    try:
+        limit = os.pathconf(output.parent if output.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = f"{output.name}.partial"
+    if len(longest.encode()) > limit:
+        raise ActrecError(
+            f"-o {output}: a name of {len(output.name.encode())} bytes; the file system allows "
+            f"{limit}, and the run needs {len('.partial')} more for {output.name[:12]}....partial: "
+            f"choose a name of at most {limit - len('.partial')} bytes"
+        )
+
+
 def _check_writable(output: Path) -> None:
     if output.is_dir():
         raise ActrecError(f"-o {output}: a folder; give the cache file to write, e.g. feats.h5")
-    probe = output.with_name(f".{output.name}.probe{os.getpid()}")
+    probe = output.with_name(f".actrec-probe{os.getpid()}")  # short: any legal -o fits
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")

@@ -5,6 +5,7 @@ classes, and items always come sorted by id, so that shards and resumed runs agr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def source_stat(item: Item) -> tuple[int, int]:
+    """(size, modification time in ns) of an item's source, which a rerun compares with what
+    the cache recorded: a video file's size in bytes; a frame folder's number of entries, and
+    its own time, which changes when a frame is added, removed or renamed (a frame rewritten
+    in place under its old name is not seen). (-1, -1) where the source is not there."""
+    try:
+        st = item.path.stat()
+        if item.kind == "frames":
+            with os.scandir(item.path) as entries:
+                return sum(1 for _ in entries), st.st_mtime_ns
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, -1
 
 
 def shard(items: list[Item], k: int, n: int) -> list[Item]:

@@ -1,0 +1,88 @@
+"""Which shards of a distributed extraction a cache holds, and whether a set of them is whole.
+
+`actrec extract --shard K/N` records ``shard = "K/N"`` (and the ``source`` it read) in the
+cache's root attributes; a merge of some shards only (``--partial``) records the shards it holds,
+``"0,2/4"``. A merge is complete when, for each source, the shards given hold every K of one N
+exactly once; the merged cache then records no ``shard`` at all, like a single-process run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from actrec.common.errors import CacheError
+
+PARTIAL = "partial"  # shards of several N, merged with --partial: which items is not known
+
+
+def parse(text: str) -> tuple[frozenset[int], int] | None:
+    """``"0,2/4"`` -> ({0, 2}, 4); None for ``"partial"`` or an unreadable value."""
+    found = re.fullmatch(r"\s*([\d,\s]+)/\s*(\d+)\s*", text or "")
+    if not found:
+        return None
+    ks = frozenset(int(k) for k in found.group(1).split(",") if k.strip())
+    n = int(found.group(2))
+    return (ks, n) if ks and all(0 <= k < n for k in ks) else None
+
+
+def describe(ks: frozenset[int] | set[int], n: int) -> str:
+    return f"{','.join(str(k) for k in sorted(ks))}/{n}"
+
+
+def check_set(caches: list[tuple[Path, dict[str, Any]]], partial: bool) -> str | None:
+    """The ``shard`` attribute of the merge of these caches (path, root attributes): None when
+    every set of shards is whole. An incomplete or mixed set is refused with one line, unless
+    ``partial``, when what the merge holds is recorded instead."""
+    groups: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+    for path, attrs in caches:
+        if attrs.get("shard"):
+            groups[str(attrs.get("source", ""))].append((path, str(attrs["shard"])))
+    recorded = []
+    for members in groups.values():
+        problem, shard = _check_group(members)
+        if problem and not partial:
+            raise CacheError(f"{problem}; or pass --partial to merge these shards alone")
+        if problem:
+            recorded.append(shard)
+    if not recorded:
+        return None
+    return recorded[0] if len(recorded) == 1 else PARTIAL
+
+
+def _check_group(members: list[tuple[Path, str]]) -> tuple[str | None, str]:
+    """(why the set is not whole, or None; what the set holds as a ``shard`` value)."""
+    parsed = [(path, parse(text)) for path, text in members]
+    unknown = [path for path, p in parsed if p is None]
+    if unknown:
+        return f"{unknown[0]} holds an incomplete merge of shards", PARTIAL
+    ns = sorted({p[1] for _, p in parsed})
+    if len(ns) > 1:
+        detail = ", ".join(f"{path.name} is {describe(*p)}" for path, p in parsed)
+        return f"shards of different splits ({detail}): merge the shards of one run", PARTIAL
+    n = ns[0]
+    seen: dict[int, Path] = {}
+    for path, (ks, _) in parsed:
+        for k in sorted(ks):
+            if k in seen:
+                return f"shard {k}/{n} is given twice ({seen[k]}, {path})", PARTIAL
+            seen[k] = path
+    missing = sorted(set(range(n)) - set(seen))
+    holds = describe(set(seen), n)
+    if missing:
+        first = members[0][0]
+        names = ", ".join(_name_of(first, k, n) for k in missing[:4])
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        return (
+            f"incomplete set of shards: {len(seen)} of {n} given, missing {names}{more}",
+            holds,
+        )
+    return None, holds
+
+
+def _name_of(example: Path, k: int, n: int) -> str:
+    """The file name shard K of N has beside ``example`` (feats.shard0of4.h5 -> ...shard2of4)."""
+    name, count = re.subn(r"\.shard\d+of\d+", f".shard{k}of{n}", example.name)
+    return name if count else f"shard {k}/{n}"
