@@ -25,6 +25,7 @@ from torch import nn
 
 from actrec.common.errors import ActrecError
 from actrec.extract.decode import Resize
+from actrec.extract.loaderrors import load_reason
 from actrec.extract.timm_backbones import (
     describe_timm,
     is_timm_name,
@@ -234,9 +235,11 @@ def _drop_classifier(model: nn.Module) -> str:
 def _load_state_dict(model: nn.Module, path: Path) -> None:
     """A state dict (or a checkpoint holding one) into the model; the classifier may differ."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle errors, zip errors, a non-torch file
-        raise ActrecError(f"--weights {path}: not a readable state dict ({e})") from None
+        raise ActrecError(f"--weights {path}: {load_reason(path, e)}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -285,7 +288,8 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
                 module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - whatever the loaders raise for a bad file
         kind = "torch.export (.pt2)" if path.suffix == ".pt2" else "TorchScript (.pt)"
-        raise ActrecError(f"--backbone {path}: not a readable {kind} model ({e})") from None
+        reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ActrecError(f"--backbone {path}: not a readable {kind} model ({reason})") from None
     if resize is None:
         h, w = input_size
         resize = Resize(min(h, w), h, w, "bilinear")

@@ -8,12 +8,21 @@ memory never grows with a video's length.
 Decoders emit frames in presentation order, but some containers (AVI) label them with
 decode-order timestamps. Each emitted frame therefore gets the smallest timestamp not yet given
 out, from a small reorder window: for well-formed streams that is the frame's own timestamp.
+
+Frames are turned upright as players show them: a display matrix (a phone's "rotate 90",
+mirroring) is applied before resizing; so is a JPEG's EXIF orientation in frame folders.
+
+A file that ends before the frames its container declares, or whose decoder stops before the
+frames demuxed, fails the item (it is recorded under /failed): features of half a video under
+the video's label would pass silently into training. A shortfall of two frames or 1% is
+tolerated: containers that count a frame or two more than they hold are common and harmless.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -181,12 +190,12 @@ class Reader:
         return images
 
     def _folder_frames(self) -> Iterator[tuple[np.ndarray, float]]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         for i in self._keep:
             try:
                 with Image.open(self._images[i]) as im:
-                    rgb = np.asarray(im.convert("RGB"))
+                    rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
             except (OSError, UnidentifiedImageError) as e:
                 raise DecodeError(f"{self._images[i].name}: not a readable image ({e})") from None
             yield self.resize(av.VideoFrame.from_ndarray(rgb, format="rgb24")), self._times[i]
@@ -212,8 +221,11 @@ class Reader:
             rate = stream.average_rate or stream.guessed_rate
             self.fps = float(rate) if rate else float("nan")
             labels, last, first_key = [], None, None
+            packets = 0  # every packet but the flush packet (AVI counts empty "drop" packets)
             step = _step(self.fps, self.time_base)
             for packet in container.demux(stream):
+                if packet.size or packet.pts is not None or packet.dts is not None:
+                    packets += 1
                 if packet.size == 0:  # the flush packet at the end
                     continue
                 label = packet.pts if packet.pts is not None else packet.dts
@@ -232,6 +244,21 @@ class Reader:
             container.close()
         if not labels:
             raise DecodeError("no frames: the video stream is empty")
+        declared = int(stream.frames or 0)  # 0 where the container does not say
+        if declared and _short(packets, declared):
+            raise DecodeError(
+                f"the file ends early: {packets} of the {declared} frames its header declares "
+                "(truncated or damaged)"
+            )
+        if not declared and stream.duration and math.isfinite(self.fps):
+            start = stream.start_time or 0
+            held = (max(labels) + step - start) * float(self.time_base)  # seconds in the file
+            said = stream.duration * float(self.time_base)
+            if _short(round(held * self.fps), round(said * self.fps)):
+                raise DecodeError(
+                    f"the file ends early: {held:.2f} s of the {said:.2f} s its header declares "
+                    "(truncated or damaged)"
+                )
         labels = np.unique(np.asarray(labels, dtype=np.int64))  # sorted: presentation order
         times = labels * float(self.time_base)
         self._wanted = set(labels[self.sampling.select(times)].tolist())
@@ -247,6 +274,7 @@ class Reader:
         labels: list[int] = []  # a heap of the labels not yet given out
         last_label = None
         given = None
+        kept = [0]  # wanted frames given out
 
         def emit() -> Iterator[tuple[np.ndarray, float]]:
             nonlocal given
@@ -255,7 +283,8 @@ class Reader:
                 return  # a duplicate timestamp: the container holds this frame once
             given = label
             if label in self._wanted:
-                yield self.resize(frame), label * float(self.time_base)
+                kept[0] += 1
+                yield self.resize(upright(frame)), label * float(self.time_base)
 
         try:
             for frame in container.decode(stream):
@@ -269,6 +298,11 @@ class Reader:
                     yield from emit()
             while window:
                 yield from emit()
+            if _short(kept[0], len(self._wanted)):
+                raise DecodeError(
+                    f"decoding stopped early: {kept[0]} of {len(self._wanted)} frames decoded "
+                    "(truncated or damaged)"
+                )
         except av.FFmpegError as e:
             raise DecodeError(f"decoding failed ({_reason(e)})") from None
         finally:
@@ -293,6 +327,41 @@ class Reader:
             yield np.stack(frames), np.asarray(times, dtype=np.float64)
         if total == 0:
             raise DecodeError("no frames could be decoded")
+
+
+def _short(have: int, expected: int) -> bool:
+    """Whether ``have`` of ``expected`` frames is short by more than two frames and 1%."""
+    return expected - have > max(2, expected // 100)
+
+
+def upright(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame as players show it: its display matrix (rotation in multiples of 90 degrees,
+    mirroring) applied; the frame itself where it has none, or the identity."""
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            turns, mirrored = orientation(struct.unpack("9i", bytes(data)))
+            break
+    else:
+        return frame
+    if not turns and not mirrored:
+        return frame
+    rgb = np.rot90(frame.to_ndarray(format="rgb24"), turns)  # (H, W, 3), counter-clockwise
+    if mirrored:
+        rgb = rgb[:, ::-1]
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def orientation(matrix: tuple[int, ...]) -> tuple[int, bool]:
+    """(quarter turns counter-clockwise, then mirrored left-right) that show a frame upright,
+    from FFmpeg's 3x3 display matrix (row-major, 16.16 fixed point). Angles that are not a
+    multiple of 90 degrees are rounded to the nearest one."""
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    mirrored = a * d - b * c < 0
+    if mirrored:  # the matrix is rotation x mirror: undo the mirror to read the rotation
+        a, c = -a, -c
+    if abs(a) >= abs(b):
+        return (0 if a > 0 else 2), mirrored
+    return (1 if b < 0 else 3), mirrored
 
 
 def _step(fps: float, time_base: Fraction) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 
 from actrec.common.errors import ActrecError
 from actrec.extract.decode import Resize
+from actrec.extract.loaderrors import load_reason
 
 PREFIX = "timm:"
 INSTALL = "pip install 'actrec[timm]' (or pip install timm)"
@@ -96,7 +97,8 @@ def timm_backbone(
             raise
         except Exception as e:  # noqa: BLE001 - safetensors, pickle and size-mismatch errors
             raise ActrecError(
-                f"--weights {path}: does not fit timm:{canonical} ({_first_line(e)})"
+                f"--weights {path}: does not fit timm:{canonical} ("
+                f"{_first_line(e) if path.suffix == '.safetensors' else load_reason(path, e)})"
             ) from None
         if report:  # timm loads non-strictly once it drops a classifier: keys must still match
             raise ActrecError(f"--weights {path}: does not fit timm:{canonical}: {report[0]}")

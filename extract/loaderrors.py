@@ -1,0 +1,43 @@
+"""Why a weights file did not load, in one line.
+
+torch.load's own messages run to several lines and advise loading with ``weights_only=False``,
+which runs whatever code the file holds: actrec never does that for a user's file, so it never
+repeats that advice either.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+PICKLE_START = b"\x80"  # the first byte of a pickle of protocol 2 or later (torch.save's legacy)
+
+
+def looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (what torch.save writes) or a pickle; text and other files are not."""
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(1)
+    except OSError:
+        return False
+    return start == PICKLE_START or zipfile.is_zipfile(path)
+
+
+def load_reason(path: Path, error: BaseException) -> str:
+    """A one-line reason for a failed torch.load of ``path``, with the fix."""
+    if not looks_like_torch_file(path):
+        return (
+            "not a PyTorch file (save a state dict with torch.save(model.state_dict(), PATH), "
+            "or pass a .safetensors file for a timm backbone)"
+        )
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, re.S)
+    if found:
+        detail = " ".join(found.group(1).split())[:160]
+        return (
+            f"holds more than tensors ({detail}); actrec loads only plain state dicts, for "
+            "safety: save model.state_dict() with torch.save"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"not a readable state dict ({first[:160] or type(error).__name__})"
