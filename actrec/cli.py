@@ -11,6 +11,7 @@ import importlib
 import click
 
 from actrec import __version__
+from actrec.common.diskspace import FULL
 from actrec.common.errors import ActrecError
 
 # name -> "module:attribute" of a click command, in the order `--help` lists them
@@ -68,6 +69,20 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except ActrecError as e:
             click.echo(f"Error: {e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            # one rule for every command (extract says more itself): a line, and the shell's
+            # code for a run stopped by Ctrl-C, not click's "Aborted!" and 1
+            name = ctx.invoked_subcommand or "the command"
+            click.echo(f"\nInterrupted: actrec {name} stopped before it finished.", err=True)
+            ctx.exit(130)
+        except OSError as e:
+            # a full disk in code that writes a plain file (a CSV, a plot): the cache writer
+            # reports its own; this is the last word, so that none ends in a traceback
+            if e.errno not in FULL:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"Error: {where}{e.strerror}; free some space and run it again", err=True)
             ctx.exit(2)
 
 

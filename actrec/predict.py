@@ -62,15 +62,18 @@ def predict_videos(
     backbone: Path | None = None,
     window: int | None = None,
     device: str = "auto",
+    failures: dict[str, str] | None = None,
 ) -> list[Prediction]:
-    """Top-k labels and a timeline of class probabilities for each video."""
+    """Top-k labels and a timeline of class probabilities for each video. A video that cannot
+    be read raises :class:`ActrecError`, unless ``failures`` is a dict: then it is left out and
+    recorded there (path -> why), and the others are predicted."""
     from actrec.extract import features_for_videos
     from actrec.temporal import load_run, predict_proba, predict_timeline
 
     run = load_run(run_dir)
     attrs = run_cache_attrs(run.config, cache)
     sequences = features_for_videos(
-        videos, attrs, device=device, weights=weights, backbone=backbone
+        videos, attrs, device=device, weights=weights, backbone=backbone, failures=failures
     )
     results = []
     for seq in sequences:
@@ -101,7 +104,8 @@ def write_timeline(
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem or Path(prediction.video).name)
+    # at most 200 characters: the suffixes must still fit the file system's 255
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem or Path(prediction.video).name)[:200]
     csv_path, png_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -123,7 +127,7 @@ def write_timeline(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="A run folder made by `actrec train`.")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("predictions"), show_default=True, help="Where the timelines (CSV and PNG) go.")  # fmt: skip
 @click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="How many labels to print per video.")  # fmt: skip
@@ -151,9 +155,10 @@ def predict(
 
     Example: actrec predict clip.mp4 --run runs/gru -o predictions/
     """
+    failures: dict[str, str] = {}
     results = predict_videos(
         list(videos), run_dir, top_k=top_k, cache=cache, weights=weights, backbone=backbone,
-        window=window, device=device,
+        window=window, device=device, failures=failures,
     )  # fmt: skip
     names = [Path(p.video).name for p in results]
     for i, p in enumerate(results):
@@ -164,3 +169,8 @@ def predict(
         stem = names[i] if names.count(names[i]) == 1 else f"{i:03d}_{names[i]}"
         csv_path, png_path = write_timeline(p, output, stem)
         click.echo(f"  timeline: {csv_path} {png_path}")
+    if failures:  # as extract does: the good videos predicted, the bad listed, exit code 1
+        click.echo(f"{len(failures)} failed:", err=True)
+        for video, why in failures.items():
+            click.echo(f"  {video}: {why}", err=True)
+        raise SystemExit(1)

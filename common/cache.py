@@ -220,6 +220,8 @@ class Cache:
             split=ix.split[i],
             group=ix.group[i],
             fps=float(ix.fps[i]),
+            source_size=int(ix.source_size[i]),
+            source_mtime_ns=int(ix.source_mtime_ns[i]),
         )
 
     def videos(self) -> Iterator[Video]:
@@ -244,7 +246,7 @@ class Cache:
     def check_index(self) -> list[str]:
         """Problems of the index, found without reading a feature (milliseconds, even for a large
         cache): what stage two needs before it slices ``/features`` by the index. An empty list
-        for a sound cache."""
+        for a sound cache; the problems that name a video come first."""
         ix, problems = self.index, []
         n_rows = self.total_frames
         problems += [f"no /{name}" for name in ix.missing]
@@ -252,14 +254,35 @@ class Cache:
                  len(ix.fps)}  # fmt: skip
         if sizes != {len(ix.ids)}:
             return [*problems, "the /videos datasets differ in length"]
+        if not len(ix.ids):
+            return problems + self._check_whole(n_rows)
+        if np.any(ix.start < 0):
+            problems.append(f"{ix.ids[int(np.argmax(ix.start < 0))]}: negative start")
+        if np.any(ix.length <= 0):
+            problems.append(f"{ix.ids[int(np.argmax(ix.length <= 0))]}: no rows (length <= 0)")
+        ends = ix.start + ix.length
+        if int(ends.max()) > n_rows:
+            i = int(np.argmax(ends > n_rows))
+            problems.append(
+                f"{ix.ids[i]}: rows {int(ix.start[i])}..{int(ends[i]) - 1} are past the end of "
+                f"/features ({n_rows} rows)"
+            )
+        outside = (ix.label >= len(ix.classes)) | (ix.label < -1)
+        if np.any(outside):
+            i = int(np.argmax(outside))
+            problems.append(
+                f"{ix.ids[i]}: label {int(ix.label[i])} is outside /classes "
+                f"({len(ix.classes)} classes)"
+            )
+        return problems + self._check_whole(n_rows)
+
+    def _check_whole(self, n_rows: int) -> list[str]:
+        """The index checks that concern the cache as a whole."""
+        ix, problems = self.index, []
         if len(set(ix.ids)) != len(ix.ids):
             problems.append("duplicate video ids")
         if ix.ids != sorted(ix.ids):
             problems.append("videos are not sorted by id")
-        if len(ix.ids) and np.any(ix.start < 0):
-            problems.append(f"{ix.ids[int(np.argmax(ix.start < 0))]}: negative start")
-        if len(ix.ids) and np.any(ix.length <= 0):
-            problems.append(f"{ix.ids[int(np.argmax(ix.length <= 0))]}: no rows (length <= 0)")
         expected_start = (
             np.concatenate([[0], np.cumsum(ix.length)[:-1]]) if len(ix.ids) else ix.start
         )
@@ -269,22 +292,8 @@ class Cache:
             problems.append(
                 f"lengths add up to {int(ix.length.sum())} rows, /features has {n_rows}"
             )
-        ends = ix.start + ix.length
-        if len(ix.ids) and int(ends.max()) > n_rows:
-            worst = int(np.argmax(ends))
-            problems.append(
-                f"{ix.ids[worst]}: rows {int(ix.start[worst])}..{int(ends[worst]) - 1} are past "
-                f"the end of /features ({n_rows} rows)"
-            )
         if "timestamps" in self._f and self._f["timestamps"].shape != (n_rows,):
             problems.append("/timestamps and /features differ in length")
-        outside = (ix.label >= len(ix.classes)) | (ix.label < -1)
-        if np.any(outside):
-            i = int(np.argmax(outside))
-            problems.append(
-                f"{ix.ids[i]}: label {int(ix.label[i])} is outside /classes "
-                f"({len(ix.classes)} classes)"
-            )
         if ix.classes != sorted(ix.classes):
             problems.append("/classes is not sorted")
         if set(ix.failed) & set(ix.ids):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -111,7 +112,8 @@ def merge(shards: tuple[Path, ...], output: Path, force: bool, partial: bool) ->
     holds = check_set(attrs, partial)
     if holds is not None:
         root["shard"] = holds
-    combine(list(shards), output, attrs=root, progress=True)
+    # a bar only on a terminal: in a log or a pipe it is noise around the one line that counts
+    combine(list(shards), output, attrs=root, progress=sys.stderr.isatty())
     click.echo(summarize(output))
     if holds is not None:
         click.echo(f"partial    holds shards {holds} only (--partial)", err=True)

@@ -11,7 +11,6 @@ cleanly. Where the file system cannot reserve (no ``fallocate``), writing goes o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 def _fallocate():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: libc's too
         fn = libc.fallocate
     except (OSError, AttributeError):  # not Linux: no reservation
         return None

@@ -203,6 +203,8 @@ class Reader:
     # videos ---------------------------------------------------------------------------------
     def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
         path = self.item.path
+        if not path.exists():
+            raise DecodeError("no such file")
         if path.is_file() and path.stat().st_size == 0:
             raise DecodeError("empty file")
         try:

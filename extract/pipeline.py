@@ -123,7 +123,8 @@ def stream_features(
             out = backbone.module(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        feats = out.float().cpu().numpy().astype(out_dtype)  # (n, D)
+        with np.errstate(over="ignore"):  # beyond float16's range: inf, refused in complete()
+            feats = out.float().cpu().numpy().astype(out_dtype)  # (n, D)
         rows = owner[:n]
         cuts = np.flatnonzero(np.diff(rows)) + 1
         for run in np.split(np.arange(n), cuts):

@@ -241,6 +241,7 @@ def features_for_videos(
     backbone: str | os.PathLike | None = None,
     batch_size: int = 64,
     workers: int | None = None,
+    failures: dict[str, str] | None = None,
 ) -> list[Video]:
     """Features of new videos (or frame folders) exactly as the cache with these root
     attributes was made: same backbone, weights, preprocessing, sampling, precision and dtype.
@@ -248,7 +249,8 @@ def features_for_videos(
     Where the cache's weights (or backbone) came from a file, that file is ``weights``
     (``backbone``) or, by default, the path the cache recorded; its sha256 must match. Returns
     one :class:`Video` per path, in order, with ``id`` the path as given; raises
-    :class:`ActrecError` naming any video that cannot be read.
+    :class:`ActrecError` naming any video that cannot be read, unless ``failures`` is a dict:
+    then each such video is left out of the result and recorded there (path -> why).
     """
     a = cache_attrs
     for key in ("backbone", "weights", "resize", "mean", "std", "sampling", "precision"):
@@ -289,10 +291,12 @@ def features_for_videos(
     ):
         found.update((v.id, v) for v in batch.videos)
         failed.update(batch.failed)
-    if failed:
+    if failures is not None:
+        failures.update((it.id, failed[it.id]) for it in items if it.id in failed)
+    elif failed:
         vid, why = next(iter(failed.items()))
         raise ActrecError(f"{vid}: {why}")
-    return [found[it.id] for it in items]
+    return [found[it.id] for it in items if it.id in found]
 
 
 def _recorded_file(given, recorded, digest: str, what: str) -> str:

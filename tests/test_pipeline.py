@@ -108,3 +108,23 @@ def test_predict_needs_no_cache_but_checks_one_given(demo_dir, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert "gone.h5 is not there: pass --cache" in result.output
+
+
+@pytest.mark.slow
+def test_predict_predicts_the_good_videos_and_lists_the_bad(demo_dir, tmp_path):
+    out, runs, _ = demo_dir
+    good = out / "videos" / "grow" / "000.mp4"
+    (tmp_path / "notes.txt").write_text("not a video")
+    args = ["predict", str(good), str(tmp_path / "notes.txt"), str(tmp_path / "gone.mp4"),
+            "--run", str(runs[0]), "-o", str(tmp_path / "p"), "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output  # as extract: done, with failed items listed
+    assert result.stdout.startswith(f"{good}\n  1. ")
+    assert result.stderr == (
+        "2 failed:\n"
+        f"  {tmp_path / 'notes.txt'}: not a readable video (Invalid data found when processing "
+        "input)\n"
+        f"  {tmp_path / 'gone.mp4'}: no such file\n"
+    )
+    written = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert written == ["000.mp4.timeline.csv", "000.mp4.timeline.png"]
