@@ -13,6 +13,7 @@ a file that is already visible under its final name.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -760,6 +761,9 @@ class PartialCache:
         except OSError as e:
             raise CacheError(f"{self.dir}: cannot create it ({_reason(e)})") from None
         self._lock()
+        # the lock holder alone writes the cache: a temporary file of it is a killed run's
+        for stray in self.cache_path.parent.glob(f"{glob.escape(self.cache_path.name)}.tmp*"):
+            stray.unlink(missing_ok=True)
         meta = self.dir / "meta.json"
         if meta.exists():
             theirs = json.loads(meta.read_text())
@@ -799,6 +803,13 @@ class PartialCache:
                 "wait for it to finish, or write to another -o"
             ) from None
         self._lock_handle = handle
+
+    def discard_if_empty(self) -> None:
+        """Remove the folder if it holds no segment: a run that stopped before finishing any
+        video (bad option, no memory) leaves nothing that would refuse other settings later."""
+        if self._lock_handle is not None and self.dir.is_dir() and not self.segments():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
 
     def release(self) -> None:
         """Let another run continue this extraction (also done by :meth:`finish`)."""

@@ -172,6 +172,12 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         click.echo(f"{result.changed} videos changed on disk since, and were extracted again")
     if result.relabelled:
         click.echo(f"{result.relabelled} videos got their label, split or group from the source")
+    if result.gone:
+        click.echo(
+            f"{result.gone} videos in {result.output} are no longer in the source: kept, with "
+            "their old labels (extract into a new -o to leave them out)",
+            err=True,
+        )
     if result.failed:
         click.echo(f"{len(result.failed)} failed:", err=True)
         for vid, why in sorted(result.failed.items()):

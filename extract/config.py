@@ -57,8 +57,10 @@ class ExtractConfig(StrictConfig):
             raise ActrecError("--fps and --every exclude each other: choose one")
         for name in ("fps", "frame_rate"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ActrecError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ActrecError(
+                    f"--{name.replace('_', '-')} must be a positive number, got {value}"
+                )
         for name in ("every", "max_frames", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from actrec.common.cache import Video
 from actrec.common.device import autocast
+from actrec.common.errors import ActrecError
 from actrec.extract.backbones import Backbone
 from actrec.extract.decode import DecodeError, Reader, Resize, Sampling
 from actrec.extract.sources import Item
@@ -70,9 +71,16 @@ def stream_features(
     """Extract the items' features; yields after every forward pass (and once at the end)."""
     device = torch.device(device)
     h, w = backbone.input_size
-    buffer = torch.empty((batch_size, h, w, 3), dtype=torch.uint8)
-    if device.type == "cuda":
-        buffer = buffer.pin_memory()
+    try:
+        buffer = torch.empty((batch_size, h, w, 3), dtype=torch.uint8)
+        if device.type == "cuda":
+            buffer = buffer.pin_memory()
+    except (RuntimeError, MemoryError):
+        gib = batch_size * h * w * 3 / 2**30
+        raise ActrecError(
+            f"--batch-size {batch_size}: a batch of {h}x{w} frames takes {gib:.1f} GiB, more "
+            "than this machine can give; pass a smaller --batch-size"
+        ) from None
     owner = np.full(batch_size, -1, dtype=np.int64)  # the item of each row
     fill = 0
     mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
@@ -119,8 +127,15 @@ def stream_features(
         x = buffer[:n].to(device, non_blocking=True)  # (n, H, W, 3) uint8
         x = x.permute(0, 3, 1, 2).float()  # (n, 3, H, W), channels_last strides
         x = x.mul_(scale).sub_(shift)
-        with torch.inference_mode(), autocast(device, precision):
-            out = backbone.module(x)
+        try:
+            with torch.inference_mode(), autocast(device, precision):
+                out = backbone.module(x)
+        except torch.OutOfMemoryError:
+            # what is finished is kept (the caller stored it batch by batch): say how to go on
+            raise ActrecError(
+                f"out of memory on {device} at --batch-size {batch_size}: rerun with a smaller "
+                "--batch-size (what is finished is kept)"
+            ) from None
         if isinstance(out, (tuple, list)):
             out = out[0]
         with np.errstate(over="ignore"):  # beyond float16's range: inf, refused in complete()

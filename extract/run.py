@@ -41,6 +41,7 @@ class ExtractResult:
     nothing_to_do: bool = False
     changed: int = 0  # videos extracted again because their file changed since
     relabelled: int = 0  # videos whose label, split or group the source changed
+    gone: int = 0  # videos the cache holds that the source no longer lists (kept)
 
     @property
     def exit_code(self) -> int:
@@ -106,7 +107,10 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     stored = stored_records(output, partial.fingerprint) if output.exists() else {}
     plan = _Plan(items, stored, stats, metadata)
     if stored and not plan.todo and not plan.relabelled and not partial.dir.exists():
-        return _summary(output, started, extracted=0, frames=0, already=len(items), nothing=True)
+        return _summary(
+            output, started, extracted=0, frames=0, already=len(items), nothing=True,
+            gone=len(plan.gone),
+        )  # fmt: skip
     partial.start()  # refuses other settings, and a second run into the same output
     try:
         plan = _Plan(items, {**stored, **partial.records()}, stats, metadata)
@@ -136,11 +140,14 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
             progress=config.progress,
             metadata=metadata,
         )
+    except BaseException:
+        partial.discard_if_empty()
+        raise
     finally:
         partial.release()
     return _summary(
         output, started, extracted, frames, already=len(items) - len(todo),
-        changed=len(plan.changed), relabelled=len(plan.relabelled),
+        changed=len(plan.changed), relabelled=len(plan.relabelled), gone=len(plan.gone),
     )  # fmt: skip
 
 
@@ -169,11 +176,12 @@ class _Plan:
             for vid, old in stored.items()
             if vid in metadata and (old.label, old.split, old.group) != metadata[vid]
         ]
+        self.gone = [vid for vid in stored if vid not in metadata]
 
 
 def _summary(
     output: Path, started: float, extracted: int, frames: int, already: int, nothing: bool = False,
-    changed: int = 0, relabelled: int = 0,
+    changed: int = 0, relabelled: int = 0, gone: int = 0,
 ) -> ExtractResult:  # fmt: skip
     with open_cache(output) as c:
         return ExtractResult(
@@ -189,6 +197,7 @@ def _summary(
             nothing_to_do=nothing,
             changed=changed,
             relabelled=relabelled,
+            gone=gone,
         )
 
 

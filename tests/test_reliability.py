@@ -319,6 +319,14 @@ def test_rerun_refreshes_labels_and_extracts_changed_files_again(tmp_path, band)
     with open_cache(out) as c:
         assert c.index.ids == ["v1.mp4"] and list(c.index.failed) == ["v2.mp4"]
 
+    # a video the source no longer lists is kept, and said so
+    manifest.write_text("path,label,split\nv2.mp4,run,test\n")
+    r = cli("extract", manifest, "-o", out, *band_args(band))
+    assert r.exit_code == 1 and (
+        f"1 videos in {out} are no longer in the source: kept, with their old labels (extract "
+        "into a new -o to leave them out)" in r.stderr
+    )
+
 
 # -- what a video holds ---------------------------------------------------------------------------
 
@@ -392,6 +400,9 @@ def test_non_finite_features_are_refused(tmp_path, band):
         "by it)",
         ("--mean", "nan", "0", "0"): "Error: --mean nan 0 0: give 3 finite numbers (R G B, 0-1 "
         "scale)",
+        ("--fps", "inf"): "Error: --fps must be a positive number, got inf",
+        ("--batch-size", str(10**12)): f"Error: --batch-size {10**12}: a batch of 64x64 frames "
+        "takes 11444091.8 GiB, more than this machine can give; pass a smaller --batch-size",
     }
     for option, line in usage.items():
         args = ["extract", tmp_path / "src", "-o", out, "--backbone", "resnet18",
