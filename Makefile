@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo bench bench-accuracy clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: install
 
 bench: install
 	$(PY) bench/run_all.py $(ARGS)
+
+# stage two on real sequences and real footage (../shared/testdata), every head, three seeds
+bench-accuracy: install
+	$(PY) -m pip install --quiet -e '.[dev,timm,bench]'
+	$(PY) bench/bench_accuracy.py $(ARGS)
 
 clean:
 	rm -rf demo_out bench/results .pytest_cache
