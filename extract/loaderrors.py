@@ -28,8 +28,8 @@ def load_reason(path: Path, error: BaseException) -> str:
     """A one-line reason for a failed torch.load of ``path``, with the fix."""
     if not looks_like_torch_file(path):
         return (
-            "not a PyTorch file (save a state dict with torch.save(model.state_dict(), PATH), "
-            "or pass a .safetensors file for a timm backbone)"
+            "not a readable state dict (not a PyTorch file: save one with "
+            "torch.save(model.state_dict(), PATH), or pass a .safetensors file for timm)"
         )
     text = str(error)
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, re.S)

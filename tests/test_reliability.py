@@ -431,8 +431,8 @@ def test_a_weights_file_that_is_not_a_state_dict_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("These are my notes.\nLine two.\n")
     torch.save({"fc": np.zeros(3)}, tmp_path / "numpy.pth")
     expected = {
-        "notes.txt": "not a PyTorch file (save a state dict with torch.save(model.state_dict(), "
-        "PATH), or pass a .safetensors file for a timm backbone)",
+        "notes.txt": "not a readable state dict (not a PyTorch file: save one with "
+        "torch.save(model.state_dict(), PATH), or pass a .safetensors file for timm)",
         "numpy.pth": "holds more than tensors (Unsupported global: GLOBAL ",
     }
     for name, reason in expected.items():
