@@ -23,7 +23,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,18 +432,22 @@ def write_cache(
     path = Path(path)
     tmp = temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_hdf5(tmp, videos, attrs, dim=dim, dtype=dtype, classes=classes, failed=failed)
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # where tmp could not even be made (a file in the way)
+            tmp.unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)) and is_disk_full(e):
             raise CacheError(
                 f"{path}: no space left on device; nothing was written there; free some space "
                 "(or write elsewhere) and run the command again"
             ) from None
-        if isinstance(e, OSError) and _about(e, tmp, path):
-            raise CacheError(f"{path}: cannot write it ({_reason(e)})") from None
+        if isinstance(e, OSError) and _about(e, tmp, path, path.parent):
+            folder = path.parent
+            why = f"{folder} is a file" if folder.exists() and not folder.is_dir() else _reason(e)
+            raise CacheError(f"{path}: cannot write it ({why})") from None
         raise
     return path
 

@@ -274,7 +274,12 @@ def test_merge_needs_a_whole_set_of_shards(tmp_path):
         "extraction never overlap; merge only one of them"
     )
     same = write_cache(tmp_path / "same.h5", [video("a", 3, 1)], ATTRS, dim=8)
-    assert cli("merge", plain, same, "-o", tmp_path / "y.h5").exit_code == 0
+    assert cli("merge", plain, same, "-o", tmp_path / "new" / "y.h5").exit_code == 0
+    r = cli("merge", plain, "-o", plain / "z.h5")  # a file where the folder should be
+    assert (
+        r.exit_code == 2
+        and one_line(r) == f"Error: {plain / 'z.h5'}: cannot write it ({plain} is a file)"
+    )
 
 
 # -- the source changes between runs --------------------------------------------------------------
