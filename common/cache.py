@@ -626,6 +626,7 @@ def combine(
     prints, dims = {}, set()
     for k, path in enumerate(paths):
         with open_cache(path) as c:
+            c.ensure_index()  # never copy rows by an index that does not fit them
             if k == 0:
                 first_attrs, dtype = c.attrs, str(c.dtype)
                 dim = c.dim if dim is None else dim
@@ -914,6 +915,7 @@ def stored_records(path: str | os.PathLike, expected_fingerprint: str) -> dict[s
                 f"{path}: this cache was made with other settings (fingerprint {c.fingerprint}, "
                 f"now {expected_fingerprint}): write to another file, or delete it to start again"
             )
+        c.ensure_index()
         return c.records()
 
 
