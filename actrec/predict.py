@@ -16,6 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
+from actrec.common.atomic import replacing
 from actrec.common.cache import open_cache
 from actrec.common.errors import ActrecError
 
@@ -107,7 +108,7 @@ def write_timeline(
     # at most 200 characters: the suffixes must still fit the file system's 255
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem or Path(prediction.video).name)[:200]
     csv_path, png_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
-    with open(csv_path, "w", newline="") as fh:
+    with replacing(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["time", *prediction.classes])
         for t, row in zip(prediction.times, prediction.timeline, strict=True):
@@ -121,7 +122,8 @@ def write_timeline(
     ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=Path(prediction.video).name)
     ax.legend(loc="upper left", fontsize="small", ncol=2)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with replacing(png_path) as tmp:  # complete or not at all, like every file actrec writes
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return csv_path, png_path
 

@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from actrec.common.atomic import replacing
 from actrec.common.diskspace import Reservation, is_disk_full
 from actrec.common.errors import CacheError
 
@@ -900,10 +901,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def stored_records(path: str | os.PathLike, expected_fingerprint: str) -> dict[str, Stored]:

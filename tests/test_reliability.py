@@ -507,3 +507,17 @@ def test_features_for_videos_can_list_failures_and_go_on(tmp_path, band):
         str(paths[0]): "not a readable video (Invalid data found when processing input)",
         str(paths[2]): "no such file",
     }
+
+
+def test_plain_files_are_replaced_whole_or_not_at_all(tmp_path):
+    from actrec.common.atomic import replacing
+
+    target = tmp_path / "manifest.csv"
+    target.write_text("old\n")
+    with pytest.raises(OSError), replacing(target) as tmp:
+        tmp.write_text("half of the new")
+        raise OSError(28, "No space left on device")  # as a full disk would, mid-file
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    with replacing(target) as tmp:
+        tmp.write_text("new\n")
+    assert target.read_text() == "new\n" and sorted(tmp_path.iterdir()) == [target]

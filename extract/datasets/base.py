@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actrec.common.atomic import replacing
 from actrec.common.errors import ActrecError
 from actrec.extract.sources import VIDEO_EXTENSIONS
 
@@ -99,7 +100,7 @@ def write_manifest(result: DatasetManifest, output: Path) -> None:
         (Path(os.path.relpath(e.file.resolve(), base)).as_posix(), e.label, e.split, e.group)
         for e in result.entries
     )
-    with open(output, "w", newline="", encoding="utf-8") as fh:
+    with replacing(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["path", "label", "split", "group"])
         writer.writerows(rows)
@@ -109,7 +110,7 @@ def write_missing(result: DatasetManifest, path: Path) -> None:
     """One line per file: ``missing<TAB>name`` (named, not on disk), ``extra<TAB>path`` (on
     disk, in no annotation)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for name in sorted(result.missing):
             fh.write(f"missing\t{name}\n")
         for file in sorted(result.extra):
