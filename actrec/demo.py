@@ -32,7 +32,7 @@ def run_demo(
     *,
     clips_per_class: int = 40,
     frames: int = 12,
-    epochs: int = 40,
+    epochs: int | None = None,
     seed: int = 0,
     device: str = "auto",
     force: bool = True,
@@ -72,9 +72,10 @@ def run_demo(
     for head in ("mean", "gru"):
         run_dir = out / "runs" / head
         echo(f"[3/4] training {head} into {run_dir}")
+        # train's own defaults: what a user's first `actrec train` does
         config = TrainConfig(
-            cache=str(cache), out=str(run_dir), head=head, epochs=epochs, seed=seed,
-            clip_len=0, hidden=128, patience=12, device=device, force=force,
+            cache=str(cache), out=str(run_dir), head=head, epochs=epochs, seed=seed, device=device,
+            force=force,
         )  # fmt: skip
         runs.append(train(config))
 
@@ -90,11 +91,11 @@ def run_demo(
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True, help="Folder for clips, cache, runs and reports.")  # fmt: skip
 @click.option("--clips-per-class", default=40, show_default=True, type=click.IntRange(min=4), help="Generated clips per class (6 classes).")  # fmt: skip
 @click.option("--frames", default=12, show_default=True, type=click.IntRange(min=4), help="Frames per clip.")  # fmt: skip
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Epochs per head (early stopping may end sooner).")  # fmt: skip
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Passes over the training set per head [default: train's automatic budget].")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed for the clips, the split and training.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def demo(
-    output: Path, clips_per_class: int, frames: int, epochs: int, seed: int, device: str
+    output: Path, clips_per_class: int, frames: int, epochs: int | None, seed: int, device: str
 ) -> None:
     """The built-in example end to end: generate, extract, train mean and gru, report.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -220,11 +221,20 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _run_one(job: tuple) -> dict:
+    cache, head, seed, overrides, work = job
+    import torch
+
+    torch.set_num_threads(1)  # one core per job: small heads scale poorly over threads
+    return run_head(Path(cache), head, seed, overrides, Path(work))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", default=",".join((*UCR_SETS, "footage")))
     p.add_argument("--heads", default=",".join(HEADS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2, help="Trainings at once, one core each.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--work", type=Path, default=RESULTS / "accuracy_caches",
                    help="Where the imported caches and the footage features are kept.")  # fmt: skip
@@ -233,17 +243,20 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.overrides)
     args.work.mkdir(parents=True, exist_ok=True)
     sets, heads = args.sets.split(","), args.heads.split(",")
-    results: dict = {"overrides": overrides, "seeds": args.seeds, "sets": {}}
+    results: dict = {"overrides": overrides, "seeds": args.seeds, "jobs": args.jobs, "sets": {}}
     header = f"{'set':<22} {'baseline':>9} " + " ".join(f"{h:>13}" for h in heads) + "  seconds"
     print(header)
-    with tempfile.TemporaryDirectory() as tmp:
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, ctx.Pool(args.jobs) as pool:
         for name in sets:
             cache = footage_cache(args.work) if name == "footage" else ucr_cache(name, args.work)
             base = order_statistic(cache) if name == "footage" else one_nn_euclidean(cache)
             row = {"baseline": base, "published": PUBLISHED.get(name), "heads": {}}
+            jobs = [(str(cache), h, s, overrides, tmp) for h in heads for s in range(args.seeds)]
+            done = iter(pool.map(_run_one, jobs, chunksize=1))
             cells, secs = [], []
             for head in heads:
-                runs = [run_head(cache, head, s, overrides, Path(tmp)) for s in range(args.seeds)]
+                runs = [next(done) for _ in range(args.seeds)]
                 accs = [r["accuracy"] for r in runs]
                 sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
                 row["heads"][head] = {

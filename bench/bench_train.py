@@ -155,9 +155,43 @@ def naive_epoch_seconds(path, seqs, head, train_pos, naive_n, n_train) -> float:
     return (time.perf_counter() - t0) / n * n_train
 
 
+def bare_epoch_seconds(seqs, head: str, n_train: int) -> float:
+    """The ceiling: a bare loop of the same shapes with nothing around it.
+
+    Plain torch modules (projection 512->256 with its norm, the recurrent layer, a classifier),
+    batches of 64 windows of 32 frames made in advance as float32 tensors, AdamW. No
+    normalisation, masking, clipping, bookkeeping or batch building: what one training pass
+    costs at the least on this machine.
+    """
+    torch.manual_seed(0)
+    cell = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[head]
+    proj = torch.nn.Sequential(
+        torch.nn.Linear(DIM, 256), torch.nn.LayerNorm(256), torch.nn.GELU(), torch.nn.Dropout(0.3)
+    )
+    rnn, fc = cell(256, 256, batch_first=True), torch.nn.Linear(256, CLASSES)
+    params = [*proj.parameters(), *rnn.parameters(), *fc.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    xs = [torch.randn(BATCH, CLIP, DIM) for _ in range(8)]  # cycled: the data costs nothing
+    ys = [torch.randint(0, CLASSES, (BATCH,)) for _ in range(8)]
+    steps = -(-n_train // BATCH)
+    timed = min(steps, 40)  # timed on a part of the epoch, per step
+    for i in range(timed + 3):
+        if i == 3:  # three warm-up steps
+            t0 = time.perf_counter()
+        out, _ = rnn(proj(xs[i % 8]))
+        loss = F.cross_entropy(fc(out[:, -1]), ys[i % 8])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / timed * steps
+
+
 def ours_epoch(cache: Path, head: str, workdir: Path) -> dict:
+    # the bench's shapes (the issue's ceiling), not train's defaults: windows of 32 frames,
+    # batch 64, width 256, one validation pass
     cfg = TrainConfig(cache=str(cache), out=str(workdir / head), head=head, epochs=1, clip_len=CLIP,
-                      batch_size=BATCH, lazy=False, progress=False, force=True)  # fmt: skip
+                      batch_size=BATCH, hidden=256, norm="dataset", lazy=False, progress=False,
+                      force=True)  # fmt: skip
     run = train(cfg, log=lambda m: None)
     with open(run / "history.csv") as fh:
         row = next(csv.DictReader(fh))
@@ -197,35 +231,44 @@ def main() -> None:
                "train_sequences": int(len(train_pos)), "naive_timed_on": naive_n,
                "heads": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        for head in ("gru", "mean"):
+        for head in ("gru", "lstm", "mean"):
             ours = ours_epoch(cache, head, Path(tmp))
             naive = naive_epoch_seconds(cache, seqs, head, train_pos, naive_n, len(train_pos))
             ours["naive_epoch_seconds"] = naive
             ours["speedup_vs_naive"] = naive / ours["train_seconds"]
+            if head != "mean":
+                bare = bare_epoch_seconds(seqs, head, len(train_pos))
+                ours["bare_loop_epoch_seconds"] = bare
+                ours["ratio_to_bare_loop"] = ours["train_seconds"] / bare
             results["heads"][head] = ours
             print(f"{head}: done", flush=True)
     data = time_data_paths(cache, seqs, lazy, train_pos, naive_n)
     results["data_paths_sequences_per_second"] = data
 
     print()
-    print(
-        "| head | epoch s (train pass) | epoch s (+ val) | batch building | naive epoch s | speed-up |"
-    )
-    print("|---|---|---|---|---|---|")
+    print("| head | epoch s (train pass) | epoch s (+ val) | batch building | naive epoch s | "
+          "speed-up | bare loop s | ours / bare |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for head, r in results["heads"].items():
+        bare = f"{r['bare_loop_epoch_seconds']:.1f}" if "bare_loop_epoch_seconds" in r else "-"
+        ratio = f"{r['ratio_to_bare_loop']:.2f}x" if "ratio_to_bare_loop" in r else "-"
         print(f"| {head} | {r['train_seconds']:.1f} | {r['epoch_seconds_with_validation']:.1f} | "
-              f"{100 * r['data_share']:.1f}% | {r['naive_epoch_seconds']:.1f} | {r['speedup_vs_naive']:.1f}x |")  # fmt: skip
+              f"{100 * r['data_share']:.1f}% | {r['naive_epoch_seconds']:.1f} | "
+              f"{r['speedup_vs_naive']:.1f}x | {bare} | {ratio} |")  # fmt: skip
     print()
     print("| data path | sequences/s | vs naive |")
     print("|---|---|---|")
     for name, v in data.items():
         print(f"| {name} | {v:,.0f} | {v / data['naive']:.1f}x |")
-    goal = all(r["data_share"] < 0.10 for r in results["heads"].values()) and (
-        data["ours_in_memory"] >= 10 * data["naive"]
+    goal = (
+        all(r["data_share"] < 0.10 for r in results["heads"].values())
+        and data["ours_in_memory"] >= 10 * data["naive"]
+        and all(r.get("ratio_to_bare_loop", 1.0) <= 1.2 for r in results["heads"].values())
     )
     results["goals_met"] = goal
     print(
-        f"\ngoals (batch building < 10% of step time, data path >= 10x naive): {'met' if goal else 'NOT met'}"
+        "\ngoals (batch building < 10% of step time, data path >= 10x naive, gru and lstm within "
+        f"1.2x of the bare loop): {'met' if goal else 'NOT met'}"
     )
     (RESULTS / "train.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS / 'train.json'}")

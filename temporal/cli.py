@@ -72,8 +72,12 @@ def import_(
 @click.option("--bidirectional/--unidirectional", default=_D.bidirectional, show_default=True,
               help="gru and lstm: read the sequence both ways.")  # fmt: skip
 @click.option("--dropout", default=_D.dropout, show_default=True)
+@click.option("--norm", type=click.Choice(["dataset", "sequence", "both"]), default=_D.norm,
+              show_default=True,
+              help="Input normalisation: the training set's statistics, each sequence's own "
+                   "(level and scale removed), or both side by side.")  # fmt: skip
 @click.option("--delta/--no-delta", default=_D.delta, show_default=True,
-              help="Add differences between neighbouring frames to the input.")  # fmt: skip
+              help="Add differences between neighbouring steps to the input.")  # fmt: skip
 @click.option("--clip-len", default=_D.clip_len, show_default=True,
               help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
 @click.option("--max-len", default=_D.max_len, show_default=True,
@@ -86,6 +90,10 @@ def import_(
                    "at most one per epoch].")  # fmt: skip
 @click.option("--patience", default=_D.patience, show_default=True,
               help="Validation passes without improvement before stopping; 0 = never.")  # fmt: skip
+@click.option("--select", type=click.Choice(["auto", "best", "last"]), default=_D.select,
+              show_default=True,
+              help="The weights kept: the best on validation, the last, or auto: the last unless "
+                   "the best beats it by more than the validation set's noise.")  # fmt: skip
 @click.option("--val-fraction", default=_D.val_fraction, show_default=True,
               help="Held out for validation when the cache has no val split.")  # fmt: skip
 @click.option("--test-fraction", default=_D.test_fraction, show_default=True,
@@ -106,8 +114,8 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
 
     The defaults were chosen on real sequences (see the README's "Why the defaults"): whole
     sequences, averaged down to --max-len steps; a budget in optimizer steps, so that small
-    sets train long enough; validation about 40 times a run. Keeps the checkpoint with the best
-    validation accuracy (the loss breaks ties); writes config.json, model.pt,
+    sets train long enough; validation about 40 times a run; the last weights are kept unless
+    the best on validation is clearly better. Writes config.json, model.pt,
     history.csv, metrics.json, predictions.csv, confusion.csv, report.md and report.html.
 
     Example: actrec train feats.h5 --head gru -o runs/gru

@@ -21,29 +21,72 @@ from actrec.common.errors import ActrecError
 from actrec.temporal.heads import Head, create_head
 
 
+NORMS = ("dataset", "sequence", "both")
+
+
+def input_dim(dim: int, norm: str, delta: bool) -> int:
+    """The head's input width for ``dim``-D features under ``norm`` and ``delta``."""
+    views = 2 if norm == "both" else 1
+    return dim * views * (2 if delta else 1)
+
+
 class TemporalModel(nn.Module):
-    """Normalise, optionally add frame differences, pool long sequences, then the head:
-    (B, T, D), (B, T) -> (B, C)."""
+    """The input stage, then the head: (B, T, D), (B, T) -> (B, C).
+
+    Features are normalised with the training set's statistics (``norm="dataset"``), by each
+    sequence's own (``"sequence"``), or both side by side (``"both"``); long sequences are
+    averaged down to ``max_len`` steps; ``delta`` adds the differences between neighbouring
+    steps of each view.
+    """
 
     def __init__(
-        self, head: Head, mean: torch.Tensor, std: torch.Tensor, delta: bool, max_len: int = 0
-    ) -> None:
+        self, head: Head, mean: torch.Tensor, std: torch.Tensor, delta: bool, max_len: int = 0,
+        norm: str = "dataset",
+    ) -> None:  # fmt: skip
         super().__init__()
+        assert norm in NORMS, f"norm must be one of {NORMS}, got {norm!r}"
         self.head = head
         self.delta = delta
         self.max_len = max_len
+        self.norm = norm
         self.register_buffer("mean", mean.float().clone())  # (D,)
         self.register_buffer("std", std.float().clone())  # (D,)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).float()  # (B, T, 1)
         x = (x.float() - self.mean) / self.std * m  # (B, T, D) float32 whatever the cache's dtype
-        if self.delta:
-            # a difference is real only where both frames are: the first frame and padding get 0
-            d = (x[:, 1:] - x[:, :-1]) * m[:, 1:] * m[:, :-1]  # (B, T-1, D)
-            x = torch.cat([x, torch.cat([torch.zeros_like(x[:, :1]), d], 1)], -1)  # (B, T, 2D)
         x, mask = pool_time(x, mask, self.max_len)
-        return self.head(x, mask)  # (B, C)
+        views = []
+        if self.norm in ("dataset", "both"):
+            views.append(x)
+        if self.norm in ("sequence", "both"):
+            views.append(standardise_sequences(x, mask))
+        if self.delta:
+            views += [differences(v, mask) for v in views]
+        return self.head(torch.cat(views, -1) if len(views) > 1 else views[0], mask)  # (B, C)
+
+
+def standardise_sequences(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sequence centred on its own mean frame and scaled by its own spread: (B, T, D).
+
+    The spread is one number per sequence (the root-mean-square distance of its frames from
+    their mean), so the relative sizes of the dimensions survive. What is left does not depend
+    on a sequence's level or scale: the shape of a signal whatever its amplitude (series in the
+    archive's sets are compared z-normalised for this reason), and how a video moves whatever
+    its scene. Padding stays 0.
+    """
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    n = m.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
+    centred = (x - (x * m).sum(1, keepdim=True) / n) * m  # (B, T, D)
+    spread = (centred.pow(2).sum((1, 2), keepdim=True) / (n * x.shape[-1])).sqrt()  # (B, 1, 1)
+    return centred / spread.clamp_min(1e-6)
+
+
+def differences(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x[t] - x[t-1] where both frames are real; the first frame and padding get 0: (B, T, D)."""
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    d = (x[:, 1:] - x[:, :-1]) * m[:, 1:] * m[:, :-1]  # (B, T-1, D)
+    return torch.cat([torch.zeros_like(x[:, :1]), d], 1)
 
 
 def pool_time(
@@ -73,9 +116,9 @@ def pool_time(
 
 def build_model(
     head: str, head_kwargs: dict, mean: torch.Tensor, std: torch.Tensor, delta: bool,
-    max_len: int = 0,
+    max_len: int = 0, norm: str = "dataset",
 ) -> TemporalModel:  # fmt: skip
-    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta, max_len)
+    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta, max_len, norm)
 
 
 def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
@@ -87,6 +130,7 @@ def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
         "std": model.std.clone(),
         "delta": model.delta,
         "max_len": model.max_len,
+        "norm": model.norm,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(body, tmp)
@@ -118,7 +162,8 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(
         ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"],
-        ckpt.get("max_len", 0),  # runs from before pooling was added never pooled
+        # runs from before these options never pooled and normalised by the training set only
+        ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
     )  # fmt: skip
     model.load_state_dict(ckpt["state_dict"])
     device = torch.device(device)

@@ -39,7 +39,7 @@ from actrec.temporal.data import (
 )
 from actrec.temporal.evaluate import nll, predict_positions, write_results
 from actrec.temporal.heads import list_heads
-from actrec.temporal.model import build_model, save_checkpoint
+from actrec.temporal.model import NORMS, build_model, input_dim, save_checkpoint
 
 RUN_FILES = (
     "config.json", "model.pt", "history.csv", "metrics.json", "predictions.csv", "confusion.csv",
@@ -53,6 +53,7 @@ RUN_FILES = (
 MIN_STEPS = 600
 AUTO_EPOCHS = 30
 EVALUATIONS = 40  # validation passes in a run, at most one per epoch
+SELECT = ("auto", "best", "last")
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig(StrictConfig):
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     patience: int = 0  # validation passes without improvement before stopping; 0 = never
+    select: str = "auto"  # the weights kept: best (on validation), last, or auto (see below)
     eval_every: int | None = None  # steps between validation passes; None = automatic
     hidden: int = 128  # width after the input projection
     layers: int | None = (
@@ -80,6 +82,7 @@ class TrainConfig(StrictConfig):
     )
     bidirectional: bool = False  # gru, lstm
     dropout: float = 0.3
+    norm: str = "both"  # input normalisation: dataset statistics, each sequence's own, or both
     delta: bool = False  # add differences between neighbouring frames to the input
     clip_len: int = 0  # frames per random training window; 0 = whole sequences
     max_len: int = 128  # longer sequences are averaged over this many segments; 0 = never
@@ -125,6 +128,10 @@ class TrainConfig(StrictConfig):
             raise ActrecError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.clip_len < 0 or self.eval_windows < 0 or self.max_len < 0 or self.patience < 0:
             raise ActrecError("clip_len, max_len, eval_windows and patience must be 0 or more")
+        if self.norm not in NORMS:
+            raise ActrecError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.select not in SELECT:
+            raise ActrecError(f"select must be one of {', '.join(SELECT)}, got {self.select!r}")
         if self.workers < 0:
             raise ActrecError(f"workers must be 0 or more, got {self.workers}")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1):
@@ -210,10 +217,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     generator = seed_everything(cfg.seed)
     mean, std = feature_stats(seqs, splits["train"])  # (D,), (D,)
     head_kwargs = dict(
-        in_dim=seqs.dim * (2 if cfg.delta else 1), num_classes=len(seqs.classes),
+        in_dim=input_dim(seqs.dim, cfg.norm, cfg.delta), num_classes=len(seqs.classes),
         hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, bidirectional=cfg.bidirectional,
     )  # fmt: skip
-    model = build_model(cfg.head, head_kwargs, mean, std, cfg.delta, cfg.max_len).to(device)
+    model = build_model(cfg.head, head_kwargs, mean, std, cfg.delta, cfg.max_len, cfg.norm)
+    model = model.to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]  # weight matrices, not biases or norms
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -345,9 +353,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
         bar.close()
         stream.close()
 
-    # -- the best checkpoint on test ------------------------------------------------------------
-    ckpt = torch.load(out / "model.pt", map_location=device, weights_only=True)
-    model.load_state_dict(ckpt["state_dict"])
+    # -- the chosen checkpoint on test ----------------------------------------------------------
+    final = history[-1]
+    chosen = choose_checkpoint(cfg.select, history, best_step, len(splits["val"]), interrupted)
+    if chosen == final["step"] and not interrupted:
+        save_checkpoint(
+            out / "model.pt", model,
+            {**meta, "step": chosen, "epoch": final["epoch"], "val_accuracy": final["val_accuracy"]},
+        )  # fmt: skip
+    else:
+        ckpt = torch.load(out / "model.pt", map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
     order, probs = predict_positions(
         model, seqs, splits[test_split], batch_size=cfg.batch_size, clip_len=cfg.clip_len,
         windows=cfg.eval_windows, device=device, workers=cfg.workers,
@@ -355,13 +371,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     metrics = write_results(
         out, [seqs.ids[i] for i in order], seqs.label[order], probs, seqs.classes, test_split
     )
-    best_epoch = round(best_step / per_epoch, 3)
+    chosen_epoch = round(chosen / per_epoch, 3)
     run_config.update(
-        best_step=best_step, best_epoch=best_epoch, steps_run=history[-1]["step"],
-        epochs_run=history[-1]["epoch"], interrupted=interrupted,
+        best_step=chosen, best_epoch=chosen_epoch, best_val_step=best_step,
+        steps_run=final["step"], epochs_run=final["epoch"], interrupted=interrupted,
     )  # fmt: skip
     (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
-    log(f"best at step {best_step} (epoch {best_epoch:g}); {test_split} accuracy "
+    how = "the best on validation" if chosen == best_step else "the last"
+    log(f"checkpoint: {how}, step {chosen} (epoch {chosen_epoch:g}); {test_split} accuracy "
         f"{metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
         f"({metrics['n_samples']} videos)")  # fmt: skip
 
@@ -369,6 +386,27 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
 
     write_report(out)
     return out
+
+
+def choose_checkpoint(
+    select: str, history: list[dict], best_step: int, n_val: int, interrupted: bool
+) -> int:
+    """The step whose weights the run keeps: the best on validation, or the last.
+
+    ``auto`` keeps the last unless the best beats it on validation by more than the noise of a
+    validation set that size (two standard errors of an accuracy). On real sets of a few dozen
+    sequences, the best of 40 passes on 7 validation items was a lucky draw more often than a
+    better model; on thousands it is a real difference. An interrupted run keeps the best.
+    """
+    final = history[-1]
+    if select == "best" or interrupted or best_step < 0:
+        return best_step if best_step >= 0 else final["step"]
+    if select == "last":
+        return final["step"]
+    best = next(r for r in history if r["step"] == best_step)
+    p = (best["val_accuracy"] + final["val_accuracy"]) / 2
+    noise = max(2 * math.sqrt(p * (1 - p) / max(n_val, 1)), 1 / max(n_val, 1))
+    return best_step if best["val_accuracy"] - final["val_accuracy"] > noise else final["step"]
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

@@ -182,7 +182,7 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_reports_it(order_cache, tmp_path):
 
     def log(message: str) -> None:  # Ctrl-C as the third validation pass (epoch 3) ends
         said.append(message)
-        if sum(m.startswith("step ") for m in said) == 3:
+        if message.startswith("step ") and sum(m.startswith("step ") for m in said) == 3:
             raise KeyboardInterrupt
 
     cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "run"), head="mean",

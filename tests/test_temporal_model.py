@@ -1,0 +1,78 @@
+"""The input stage of TemporalModel (pooling, per-sequence normalisation, differences), the
+recurrent heads' unpacked path, and which checkpoint a run keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from actrec.temporal.model import differences, pool_time, standardise_sequences
+from actrec.temporal.train import choose_checkpoint
+
+
+def test_pool_time_averages_equal_segments_and_ignores_padding():
+    x = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)  # (B, T, D)
+    mask = torch.arange(10)[None] < torch.tensor([10, 3])[:, None]  # lengths 10 and 3
+    x[1, 3:] = 1e6  # padding
+    pooled, pmask = pool_time(x, mask, 4)
+    # 10 frames into 4 segments: t * 4 // 10 = 0,0,0,1,1,2,2,2,3,3
+    expected = np.stack([x[0, a:b].mean(0).numpy() for a, b in ((0, 3), (3, 5), (5, 8), (8, 10))])
+    np.testing.assert_allclose(pooled[0].numpy(), expected, rtol=1e-6)
+    # a sequence shorter than max_len is unchanged
+    np.testing.assert_array_equal(pooled[1, :3].numpy(), x[1, :3].numpy())
+    assert pmask.tolist() == [[True] * 4, [True, True, True, False]]
+    same, same_mask = pool_time(x, mask, 10)  # nothing to pool
+    assert same is x and same_mask is mask
+
+
+def test_standardised_sequences_ignore_level_scale_and_padding():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 4)
+    mask = torch.tensor([[True] * 5 + [False]])
+    a = standardise_sequences(x, mask)
+    b = standardise_sequences(3.0 * x + torch.tensor([1.0, -2.0, 5.0, 0.5]), mask)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    real = a[0, :5]
+    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-6, rtol=0)
+    assert float(real.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)  # one spread for all dims
+    assert float(a[0, 5].abs().max()) == 0.0
+
+
+def test_differences_are_zero_at_the_first_frame_and_padding():
+    x = torch.tensor([[[1.0], [4.0], [9.0], [7.0]]])
+    mask = torch.tensor([[True, True, True, False]])
+    assert differences(x, mask)[0, :, 0].tolist() == [0.0, 3.0, 5.0, 0.0]
+
+
+@pytest.mark.parametrize("cell", [torch.nn.GRU, torch.nn.LSTM])
+def test_unpacked_final_state_equals_packed(cell):
+    from actrec.temporal.heads import RecurrentHead
+
+    torch.manual_seed(0)
+    head = RecurrentHead(cell, 5, 3, hidden=8, layers=2, dropout=0.0, bidirectional=False).eval()
+    x = torch.randn(3, 6, 5)
+    lengths = torch.tensor([6, 2, 4])
+    mask = torch.arange(6)[None] < lengths[:, None]
+    with torch.no_grad():
+        ours = head.forward_features(x, mask)  # (B, H)
+        packed = pack_padded_sequence(head.proj(x), lengths, batch_first=True, enforce_sorted=False)
+        _, state = head.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state
+    torch.testing.assert_close(ours, h_n[-1], atol=1e-6, rtol=1e-5)
+
+
+def _history(val: list[float]) -> list[dict]:
+    return [{"step": 10 * (i + 1), "val_accuracy": v} for i, v in enumerate(val)]
+
+
+def test_the_last_weights_are_kept_unless_the_best_is_clearly_better():
+    # 7 validation items: 1.0 against 0.857 is one item, within the noise: keep the last
+    assert choose_checkpoint("auto", _history([0.5, 1.0, 0.857]), 20, 7, False) == 30
+    # 1,000 items: 0.90 against 0.80 is far beyond it: keep the best
+    assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 1000, False) == 20
+    assert choose_checkpoint("best", _history([0.5, 1.0, 0.857]), 20, 7, False) == 20
+    assert choose_checkpoint("last", _history([0.5, 0.9, 0.8]), 20, 1000, False) == 30
+    # an interrupted run has no evaluated last weights: the best
+    assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 7, True) == 20
