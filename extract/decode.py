@@ -14,7 +14,7 @@ mirroring) is applied before resizing; so is a JPEG's EXIF orientation in frame 
 
 A file that ends before the frames its container declares, or whose decoder stops before the
 frames demuxed, fails the item (it is recorded under /failed): features of half a video under
-the video's label would pass silently into training. A shortfall of two frames or 1% is
+the video's label would pass silently into training. A shortfall of a few frames or 1% is
 tolerated: containers that count a frame or two more than they hold are common and harmless.
 """
 
@@ -224,8 +224,16 @@ class Reader:
             self.fps = float(rate) if rate else float("nan")
             labels, last, first_key = [], None, None
             packets = 0  # every packet but the flush packet (AVI counts empty "drop" packets)
+            others_end = 0.0  # where the other streams (audio) end, in seconds
             step = _step(self.fps, self.time_base)
-            for packet in container.demux(stream):
+            # all streams: a truncated file ends every stream early, a whole one with audio
+            # that runs on past the video does not (demuxing audio costs next to nothing)
+            for packet in container.demux():
+                if packet.stream.index != stream.index:
+                    if packet.pts is not None and packet.time_base:
+                        end = (packet.pts + (packet.duration or 0)) * float(packet.time_base)
+                        others_end = max(others_end, end)
+                    continue
                 if packet.size or packet.pts is not None or packet.dts is not None:
                     packets += 1
                 if packet.size == 0:  # the flush packet at the end
@@ -240,27 +248,24 @@ class Reader:
             # packets before the first key frame cannot be decoded (a cut or damaged start):
             # choosing among the frames that will really come keeps --max-frames exact there
             labels = labels[first_key or 0 :]
+            tb = float(self.time_base)
+            declared = _Declared(
+                frames=int(stream.frames or 0),  # 0 where the container does not say
+                stream_end=((stream.start_time or 0) + stream.duration) * tb
+                if stream.duration
+                else None,
+                container_end=((container.start_time or 0) + container.duration) / 1e6
+                if container.duration
+                else None,
+            )
         except av.FFmpegError as e:
             raise DecodeError(f"unreadable ({_reason(e)})") from None
         finally:
             container.close()
         if not labels:
             raise DecodeError("no frames: the video stream is empty")
-        declared = int(stream.frames or 0)  # 0 where the container does not say
-        if declared and _short(packets, declared):
-            raise DecodeError(
-                f"the file ends early: {packets} of the {declared} frames its header declares "
-                "(truncated or damaged)"
-            )
-        if not declared and stream.duration and math.isfinite(self.fps):
-            start = stream.start_time or 0
-            held = (max(labels) + step - start) * float(self.time_base)  # seconds in the file
-            said = stream.duration * float(self.time_base)
-            if _short(round(held * self.fps), round(said * self.fps)):
-                raise DecodeError(
-                    f"the file ends early: {held:.2f} s of the {said:.2f} s its header declares "
-                    "(truncated or damaged)"
-                )
+        video = (min(labels) * tb, (max(labels) + step) * tb)  # (first, end) in seconds
+        declared.check(packets, video, max(video[1], others_end), self.fps)
         labels = np.unique(np.asarray(labels, dtype=np.int64))  # sorted: presentation order
         times = labels * float(self.time_base)
         self._wanted = set(labels[self.sampling.select(times)].tolist())
@@ -329,6 +334,44 @@ class Reader:
             yield np.stack(frames), np.asarray(times, dtype=np.float64)
         if total == 0:
             raise DecodeError("no frames could be decoded")
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """How long a video's container says it is, to tell a whole file from a truncated one."""
+
+    frames: int  # frames in the header (AVI, MP4); 0 where it does not say
+    stream_end: float | None  # seconds, from the video stream's own duration
+    container_end: float | None  # seconds, from the container's (all streams)
+
+    def check(self, packets: int, held: tuple[float, float], any_end: float, fps: float) -> None:
+        """Raise DecodeError when the file holds clearly less than declared: ``packets``
+        demuxed, spanning ``held`` (first, end) seconds; ``any_end`` where the last of all
+        streams ends."""
+        if self.frames:
+            if _short(packets, self.frames):
+                raise DecodeError(
+                    f"the file ends early: {packets} of the {self.frames} frames its header "
+                    "declares (truncated or damaged)"
+                )
+            return
+        said, end = self.stream_end, held[1]
+        if said is None:  # the container's duration covers every stream: so must the end
+            said, end = self.container_end, any_end
+        if said is None:
+            return
+        span = max(said - held[0], 0.0)
+        frame = 1 / fps if math.isfinite(fps) and fps > 0 else 0.04
+        # a few frames of slack: containers round their durations, some count a last frame's
+        # length twice; a whole container's duration is rougher still
+        slack = max(3 * frame, 0.01 * span)
+        if self.stream_end is None:
+            slack = max(5 * frame, 0.02 * span)
+        if said - end > slack:
+            raise DecodeError(
+                f"the file ends early: {held[1] - held[0]:.2f} s of the {span:.2f} s its header "
+                "declares (truncated or damaged)"
+            )
 
 
 def _short(have: int, expected: int) -> bool:
