@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch import nn
 
 from actrec.common.errors import ActrecError
 from actrec.extract.decode import Resize
-from actrec.extract.loaderrors import load_reason
+from actrec.extract.loaderrors import load_reason, model_file_reason
 from actrec.extract.timm_backbones import (
     describe_timm,
     is_timm_name,
@@ -279,6 +280,10 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         )
     if weights.lower() not in ("none", "default"):
         raise ActrecError("--weights applies to torchvision models; a model file holds its own")
+    kind = "torch.export (.pt2)" if path.suffix == ".pt2" else "TorchScript (.pt)"
+    if not zipfile.is_zipfile(path):  # both are zip archives; torch.export logs a traceback
+        reason = model_file_reason(path, None)
+        raise ActrecError(f"--backbone {path}: not a readable {kind} model ({reason})")
     try:
         if path.suffix == ".pt2":
             module = torch.export.load(str(path)).module()
@@ -287,8 +292,7 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - whatever the loaders raise for a bad file
-        kind = "torch.export (.pt2)" if path.suffix == ".pt2" else "TorchScript (.pt)"
-        reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        reason = model_file_reason(path, e)
         raise ActrecError(f"--backbone {path}: not a readable {kind} model ({reason})") from None
     if resize is None:
         h, w = input_size

@@ -41,3 +41,16 @@ def load_reason(path: Path, error: BaseException) -> str:
         )
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"not a readable state dict ({first[:160] or type(error).__name__})"
+
+
+def model_file_reason(path: Path, error: BaseException | None) -> str:
+    """A one-line reason why a model file (--backbone FILE) did not load; ``error`` None when
+    the file was not even a zip archive (checked first: torch.export logs whole tracebacks)."""
+    if error is None:
+        return "not a zip archive, which torch.export.save and torch.jit.save write"
+    text = " ".join(str(error).split())
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".") or type(error).__name__
+    hint = ""
+    if "constants.pkl" in text or "archive/data.pkl" in text or "data.pkl" in text:
+        hint = "; a state dict? pass it as --weights FILE with --backbone NAME"
+    return f"{first[:160]}{hint}"

@@ -462,6 +462,20 @@ def test_a_weights_file_that_is_not_a_state_dict_is_one_line(tmp_path):
         line = one_line(r)
         assert r.exit_code == 2 and line.startswith(f"Error: --weights {tmp_path / name}: {reason}")
         assert "weights_only" not in r.output
+    # the same files as --backbone: one line each, and no logged traceback
+    (tmp_path / "notes.pt2").write_text("These are my notes.\n")
+    expected = {
+        "notes.pt2": "not a readable torch.export (.pt2) model (not a zip archive, which "
+        "torch.export.save and torch.jit.save write)",
+        "numpy.pth": "not a readable TorchScript (.pt) model (PytorchStreamReader failed locating "
+        "file constants.pkl: file not found; a state dict? pass it as --weights FILE with "
+        "--backbone NAME)",
+    }
+    for name, reason in expected.items():
+        r = cli("extract", tmp_path / "src", "-o", tmp_path / "c.h5", "--backbone",
+                tmp_path / name, "--input-size", "64", "--mean", "0", "0", "0", "--std", "1",
+                "1", "1", "--quiet")  # fmt: skip
+        assert r.exit_code == 2 and one_line(r) == f"Error: --backbone {tmp_path / name}: {reason}"
 
 
 def test_an_output_name_of_248_characters(tmp_path, band):
