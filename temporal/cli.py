@@ -130,6 +130,8 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
     click.echo(f"{metrics['split']} accuracy {metrics['accuracy']:.4f}  "
                f"macro F1 {metrics['f1_macro']:.4f}  ({metrics['n_samples']} videos)")  # fmt: skip
     click.echo(f"report: {run / 'report.html'}")
+    if json.loads((run / "config.json").read_text()).get("interrupted"):
+        raise SystemExit(130)  # the run is kept, but it did not run its course: Ctrl-C's code
 
 
 @click.command(context_settings=_CTX)

@@ -83,6 +83,12 @@ def load_sequences(
     available now.
     """
     with open_cache(path) as c:
+        problems = c.check_index()  # milliseconds; a bad index would fail later as an IndexError
+        if problems:
+            raise ActrecError(
+                f"{path}: {problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                "`actrec inspect --verify` lists every problem"
+            )
         ix = c.index
         nbytes = c.total_frames * c.dim * c.dtype.itemsize
         if lazy is None:

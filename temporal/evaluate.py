@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actrec.common.atomic import replacing
 from actrec.common.errors import ActrecError
 from actrec.temporal.data import ClipSampler, Sequences, batches, load_sequences, resolve_splits
 from actrec.temporal.metrics import compute_metrics
@@ -60,13 +61,15 @@ def write_results(
 ) -> dict:  # fmt: skip
     """`metrics.json`, `predictions.csv` and `confusion.csv` in ``out_dir``; returns the metrics."""
     metrics = compute_metrics(y_true, probs, classes, split)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    with open(out_dir / "predictions.csv", "w", newline="") as fh:
+    # each file whole or not at all (`evaluate -o` writes into a folder that may hold older ones)
+    with replacing(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1) + "\n")
+    with replacing(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "true", "predicted", *[f"p_{c}" for c in classes]])
         for vid, t, p in zip(ids, y_true, probs, strict=True):
             w.writerow([vid, classes[t], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    with open(out_dir / "confusion.csv", "w", newline="") as fh:
+    with replacing(out_dir / "confusion.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
@@ -105,7 +108,21 @@ def evaluate_run(
     cache = Path(cache) if cache is not None else Path(cfg["cache"])
     if split not in ("train", "val", "test", "all"):
         raise ActrecError(f"unknown split {split!r}: choose train, val, test or all")
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        if (out_dir / "model.pt").is_file() or (out_dir / "config.json").is_file():
+            raise ActrecError(
+                f"{out_dir} is a run folder: its results would be replaced by another run's; "
+                "write the evaluation to a folder of its own"
+            )
     seqs = load_sequences(cache, lazy=cfg.get("lazy"))
+    trained_on = cfg.get("cache_fingerprint")
+    if trained_on and seqs.fingerprint != trained_on:
+        raise ActrecError(
+            f"{cache}: its features were made another way (fingerprint {seqs.fingerprint}) than "
+            f"those run {run.dir} was trained on ({trained_on}: backbone "
+            f"{cfg.get('cache_backbone', '?')}); evaluate it on a cache extracted the same way"
+        )
     if seqs.dim != run.in_dim:
         raise ActrecError(
             f"{cache}: features are {seqs.dim}-D but run {run.dir} was trained on {run.in_dim}-D; "
@@ -129,7 +146,6 @@ def evaluate_run(
     )  # fmt: skip
     y = seqs.label[order]
     if out_dir is not None:
-        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         return write_results(out_dir, [seqs.ids[i] for i in order], y, probs, run.classes, split)
     return compute_metrics(y, probs, run.classes, split)

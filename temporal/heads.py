@@ -87,8 +87,7 @@ def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), norm, nn.GELU(), nn.Dropout(dropout))
 
 
-_NORM_MIN_DIM = 32
-_TCN_NORM = True  # inputs at least this wide get a LayerNorm after the projection
+_NORM_MIN_DIM = 32  # inputs at least this wide get a LayerNorm after the projection
 
 
 class MeanHead(Head):
@@ -165,7 +164,7 @@ class TCNHead(Head):
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i, padding=2**i),
-                _ChannelNorm(hidden) if _TCN_NORM else nn.Identity(),
+                _ChannelNorm(hidden),
                 nn.GELU(),
                 nn.Dropout(dropout),
             )

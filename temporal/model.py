@@ -20,7 +20,6 @@ from torch import nn
 from actrec.common.errors import ActrecError
 from actrec.temporal.heads import Head, create_head
 
-
 NORMS = ("dataset", "sequence", "both")
 
 

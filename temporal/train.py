@@ -13,7 +13,6 @@ import csv
 import json
 import math
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from actrec.common.seeding import seed_everything
 from actrec.temporal.data import (
     BatchPlan,
     ClipSampler,
+    Sequences,
     batches,
     feature_stats,
     load_sequences,
@@ -40,12 +40,7 @@ from actrec.temporal.data import (
 from actrec.temporal.evaluate import nll, predict_positions, write_results
 from actrec.temporal.heads import list_heads
 from actrec.temporal.model import NORMS, build_model, input_dim, save_checkpoint
-
-RUN_FILES = (
-    "config.json", "model.pt", "history.csv", "metrics.json", "predictions.csv", "confusion.csv",
-    "report.md", "report.html",
-)  # fmt: skip
-
+from actrec.temporal.runfolder import RunFolder, check_replaceable
 
 # The automatic budget: at least MIN_STEPS optimizer steps, and at least AUTO_EPOCHS passes over
 # the training set. A set of 40 sequences is one step per pass: counting passes alone gave it a
@@ -64,7 +59,7 @@ class TrainConfig(StrictConfig):
 
     cache: str = ""  # the cache to train on
     out: str = ""  # the run folder to create
-    head: str = "gru"  # one of list_heads()
+    head: str = "tcn"  # one of list_heads()
     steps: int | None = None  # optimizer steps in all; None = from epochs, else automatic
     epochs: int | None = None  # passes over train when steps is None; None = automatic
     batch_size: int = 32  # sequences per step
@@ -76,7 +71,7 @@ class TrainConfig(StrictConfig):
     patience: int = 0  # validation passes without improvement before stopping; 0 = never
     select: str = "auto"  # the weights kept: best (on validation), last, or auto (see below)
     eval_every: int | None = None  # steps between validation passes; None = automatic
-    hidden: int = 128  # width after the input projection
+    hidden: int = 64  # width after the input projection
     layers: int | None = (
         None  # recurrent layers / TCN blocks / encoder layers; None = head's default
     )
@@ -177,26 +172,12 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # above a progress bar, if one is drawn
 
 
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Refuse an existing run folder unless ``force``; with it, remove only a run's own files."""
-    if out.exists() and not out.is_dir():
-        raise ActrecError(f"{out} exists and is not a folder: choose another -o")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ActrecError(f"{out} exists: pass --force to overwrite it, or choose another -o")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "assets", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     """Train a head as ``config`` says; returns the run folder, with every file DESIGN.md lists."""
     cfg = config
     cfg.check()
     out = Path(cfg.out)
-    if out.is_dir() and any(out.iterdir()) and not cfg.force:  # before reading a large cache
-        raise ActrecError(f"{out} exists: pass --force to overwrite it, or choose another -o")
+    check_replaceable(out, cfg.force)  # before reading a large cache
     device = resolve_device(cfg.device)
     seqs = load_sequences(cfg.cache, lazy=cfg.lazy, log=log)
     splits = resolve_splits(
@@ -211,8 +192,22 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     test_split = "test" if len(splits["test"]) else "val"
     if test_split == "val":
         log("note: no test split: the final metrics are on the validation split")
-    prepare_run_dir(out, cfg.force)
+    folder = RunFolder(out, cfg.force)
+    with folder as work:
+        _fit(cfg, seqs, splits, test_split, device, work, log)
+        folder.commit()
 
+    from actrec.temporal.report import write_report
+
+    write_report(out)
+    return out
+
+
+def _fit(
+    cfg: TrainConfig, seqs: Sequences, splits: dict[str, np.ndarray], test_split: str,
+    device: torch.device, out: Path, log: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Train and evaluate into ``out``, the run folder being built."""
     # -- the model ------------------------------------------------------------------------------
     generator = seed_everything(cfg.seed)
     mean, std = feature_stats(seqs, splits["train"])  # (D,), (D,)
@@ -381,11 +376,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     log(f"checkpoint: {how}, step {chosen} (epoch {chosen_epoch:g}); {test_split} accuracy "
         f"{metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
         f"({metrics['n_samples']} videos)")  # fmt: skip
-
-    from actrec.temporal.report import write_report
-
-    write_report(out)
-    return out
 
 
 def choose_checkpoint(

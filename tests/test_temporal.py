@@ -249,7 +249,9 @@ def test_delta_and_window_averaging_run_end_to_end(order_cache, tmp_path):
     run = train(cfg)
     loaded = load_run(run)
     assert loaded.model.delta and loaded.model.head.num_features == 2 * 32
-    assert json.loads((run / "config.json").read_text())["head_kwargs"]["in_dim"] == 2 * DIM
+    # both normalisations (2 views), each with its differences (x 2)
+    assert loaded.model.norm == "both"
+    assert json.loads((run / "config.json").read_text())["head_kwargs"]["in_dim"] == 4 * DIM
     assert evaluate_run(run) == read_metrics(run)
 
 
@@ -325,15 +327,60 @@ def test_existing_run_folder_is_refused_unless_force(gru_run, order_cache):
     assert {p.name: p.read_bytes() for p in gru_run.iterdir()} == before
 
 
-def test_force_replaces_a_run(order_cache, tmp_path):
+def test_force_replaces_a_run_whole_and_only_a_run(order_cache, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "config.json").write_text("{}")
     (out / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    # a bad option is refused before anything is touched
+    r = run_cli("train", order_cache, "-o", out, "--force", "--label-smoothing", "2", "--quiet")
+    assert r.exit_code == 2 and "label_smoothing must be in [0, 1), got 2" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "notes.txt"]
     r = run_cli(
         "train", order_cache, "-o", out, "--head", "mean", "--epochs", "1", "--quiet", "--force"
     )
     assert r.exit_code == 0, r.output
     assert read_metrics(out)["n_samples"] > 0 and "report:" in r.output
+    assert not (out / "notes.txt").exists()  # replaced as a whole, not file by file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]  # nothing left over
+    # --force replaces a run folder, never a folder of other files
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("...")
+    r = run_cli("train", order_cache, "-o", other, "--epochs", "1", "--quiet", "--force")
+    assert r.exit_code == 2 and "holds files but no run" in last_line(r)
+    assert (other / "thesis.tex").read_text() == "..."
+
+
+def test_one_writer_per_run_folder(order_cache, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    # another process writing the run (a record lock is per process: it must be another one)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; "
+        "from actrec.temporal.runfolder import RunFolder\n"
+        f"with RunFolder(Path({str(out)!r}), force=False):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run_cli("train", order_cache, "-o", out, "--epochs", "1", "--quiet")
+        assert r.exit_code == 2
+        assert last_line(r) == (
+            f"Error: {out}: another `actrec train` is writing this run folder; wait for it or "
+            "choose another -o"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    r = run_cli("train", order_cache, "-o", out, "--head", "mean", "--epochs", "1", "--quiet")
+    assert r.exit_code == 0, r.output  # the kernel dropped the dead writer's lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]  # and its debris
 
 
 def test_unknown_head(order_cache, tmp_path):
@@ -380,3 +427,31 @@ def test_evaluate_cli_on_a_split(gru_run, tmp_path):
     m = read_metrics(tmp_path / "ev")
     assert m["split"] == "all" and m["n_samples"] == 200
     assert f"accuracy           {m['accuracy']:.4f}" in r.output
+
+
+def test_evaluate_refuses_another_runs_folder_and_other_features(gru_run, tmp_path):
+    other_run = tmp_path / "B"
+    other_run.mkdir()
+    (other_run / "config.json").write_text('{"head": "mean"}')
+    (other_run / "metrics.json").write_text("B's own")
+    r = run_cli("evaluate", gru_run, "--split", "all", "-o", other_run)
+    assert r.exit_code == 2 and "is a run folder: its results would be replaced" in last_line(r)
+    assert (other_run / "metrics.json").read_text() == "B's own"
+    # the same shapes made another way (another backbone): a different fingerprint
+    moved = write_cache(
+        tmp_path / "other.h5", order_videos(), {"backbone": "resnet50"}, dim=DIM, dtype="float32"
+    )
+    r = run_cli("evaluate", gru_run, "--cache", moved)
+    assert r.exit_code == 2 and "its features were made another way" in last_line(r)
+
+
+def test_a_broken_index_is_one_line_naming_the_problem(tmp_path):
+    import h5py
+
+    cache = make_cache(tmp_path / "c.h5", order_videos(n=20))
+    with h5py.File(cache, "r+") as f:
+        f["videos/label"][3] = 7  # outside /classes
+    r = run_cli("train", cache, "-o", tmp_path / "run", "--quiet")
+    assert r.exit_code == 2
+    assert last_line(r).startswith(f"Error: {cache}: v0003: label 7 is outside /classes")
+    assert not (tmp_path / "run").exists()
