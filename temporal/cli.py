@@ -176,7 +176,12 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
 
     Example: actrec report runs/gru runs/mean
     """
-    from actrec.temporal.report import leaderboard_text, write_leaderboard, write_report
+    from actrec.temporal.report import (
+        leaderboard_text,
+        leaderboard_warnings,
+        write_leaderboard,
+        write_report,
+    )
 
     for run in runs:
         _, html_path = write_report(run)
@@ -185,6 +190,8 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
         out = output or Path(os.path.commonpath([r.resolve() for r in runs]))
         if out in {r.resolve() for r in runs}:
             out = out.parent
+        for warning in leaderboard_warnings(list(runs)):
+            click.echo(warning, err=True)
         click.echo(leaderboard_text(list(runs)))
         _, html_path = write_leaderboard(list(runs), out)
         click.echo(f"leaderboard: {html_path}")

@@ -127,19 +127,30 @@ def resolve_splits(
             f"{seqs.path}: no labelled videos; training needs labels (class folders, or a "
             "manifest with a label column)"
         )
+    classes_seen = np.unique(seqs.label[labelled])
+    if len(classes_seen) < 2:
+        raise ActrecError(
+            f"{seqs.path}: every labelled video is of one class ({seqs.classes[classes_seen[0]]!r}); "
+            "a classifier needs at least two"
+        )
     given: dict[str, list[int]] = {s: [] for s in SPLITS}
-    unknown = set()
+    unknown, blank = set(), 0
     for i in labelled:
         name = seqs.split[i].strip().lower()
         if name in _SPLIT_NAMES:
             given[_SPLIT_NAMES[name]].append(int(i))
         elif name:
             unknown.add(seqs.split[i])
+        else:
+            blank += 1
     if unknown:
         log(
             f"warning: split names {sorted(unknown)} are not train/val/test: those videos are left out"
         )
     from_column = any(given.values())
+    if from_column and blank:
+        log(f"warning: {blank} labelled videos have no split value while others have one: "
+            "they are left out (give them train, val or test)")  # fmt: skip
     if from_column:
         _warn_leakage(seqs, given, log)
         out = {s: np.asarray(given[s], dtype=np.int64) for s in SPLITS}
@@ -157,6 +168,13 @@ def resolve_splits(
         out["train"], out["val"] = _carve(seqs, out["train"], fraction, seed + 1)
         how += "; val carved out of train" if from_column else ""
     log(f"split: train {len(out['train'])}, val {len(out['val'])}, test {len(out['test'])} ({how})")
+    untrained = sorted(
+        {seqs.classes[c] for s in ("val", "test") for c in seqs.label[out[s]]}
+        - {seqs.classes[c] for c in seqs.label[out["train"]]}
+    )
+    if untrained:
+        log(f"warning: {len(untrained)} class(es) have no training videos and can never be "
+            f"predicted: {', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}")  # fmt: skip
     return out
 
 

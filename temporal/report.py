@@ -213,22 +213,38 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
 # -- several runs -------------------------------------------------------------------------------
 
 
+def _unique(run_dirs: list[str | os.PathLike]) -> list[Path]:
+    """The run folders in order, each once: the same run named twice is not two seeds."""
+    seen, out = set(), []
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(d))
+    return out
+
+
 def leaderboard(run_dirs: list[str | os.PathLike]) -> list[dict]:
     """One row per experiment, best first: runs whose settings differ only by seed are one row,
-    with the mean and standard deviation of each metric over their seeds."""
+    with the mean and standard deviation of each metric over their seeds. ``settings`` holds
+    the options that differ between the rows (beside the head), so that a reader sees what
+    each row is."""
     groups: dict[str, list[tuple[Path, dict, dict]]] = {}
-    for d in run_dirs:
-        d = Path(d)
+    for d in _unique(run_dirs):
         config, metrics, _ = _read_run(d)
         settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
         groups.setdefault(json.dumps(settings, sort_keys=True, default=str), []).append(
             (d, config, metrics)
         )
+    keys = sorted({k for g in groups for k in json.loads(g)} - {"head", "cache_fingerprint"})
+    first = [json.loads(g) for g in groups]
+    differing = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in first}) > 1]
     rows = []
-    for members in groups.values():
-        config = members[0][1]
+    for settings_json, members in groups.items():
+        config, settings = members[0][1], json.loads(settings_json)
         row = {
             "head": config.get("head", "?"),
+            "settings": {k: settings.get(k) for k in differing},
             "runs": [str(d) for d, _, _ in members],
             "seeds": [c.get("seed") for _, c, _ in members],
             "split": members[0][2]["split"],
@@ -243,6 +259,25 @@ def leaderboard(run_dirs: list[str | os.PathLike]) -> list[dict]:
     return rows
 
 
+def leaderboard_warnings(run_dirs: list[str | os.PathLike]) -> list[str]:
+    """What makes the runs' scores not comparable: other features, or another test set."""
+    runs = _unique(run_dirs)
+    configs = [_read_run(d)[0] for d in runs]
+    notes = []
+    if len(runs) < len(run_dirs):
+        notes.append(f"{len(run_dirs) - len(runs)} run folder(s) named twice, counted once")
+    caches = {(c.get("cache_fingerprint"), c.get("dim")) for c in configs}
+    if len(caches) > 1:
+        notes.append(
+            f"WARNING: these runs were trained on {len(caches)} different caches (features made "
+            "another way, or other data): their scores are not comparable"
+        )
+    splits = {json.dumps(c.get("split_sizes"), sort_keys=True) for c in configs}
+    if len(caches) == 1 and len(splits) > 1:
+        notes.append("WARNING: these runs split the cache differently: their test sets differ")
+    return notes
+
+
 def _cell(row: dict, key: str) -> str:
     if len(row["runs"]) > 1:
         return f"{row[key]:.4f} ± {row[key + '_std']:.4f}"
@@ -250,13 +285,22 @@ def _cell(row: dict, key: str) -> str:
 
 
 def _leaderboard_table(rows: list[dict]) -> tuple[list[str], list[list]]:
-    header = ["rank", "head", "runs", *[label for _, label in SUMMARY_KEYS], "split", "run folders"]
+    differing = list(rows[0]["settings"]) if rows else []
+    header = ["rank", "head", *differing, "runs", *[label for _, label in SUMMARY_KEYS], "split",
+              "run folders"]  # fmt: skip
     body = [
-        [i + 1, r["head"], len(r["runs"]), *[_cell(r, k) for k, _ in SUMMARY_KEYS],
-         f"{r['split']} ({r['n_samples']})", ", ".join(r["runs"])]
+        [i + 1, r["head"], *[_setting(r["settings"][k]) for k in differing], len(r["runs"]),
+         *[_cell(r, k) for k, _ in SUMMARY_KEYS], f"{r['split']} ({r['n_samples']})",
+         ", ".join(r["runs"])]
         for i, r in enumerate(rows)
     ]  # fmt: skip
     return header, body
+
+
+def _setting(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 def leaderboard_text(run_dirs: list[str | os.PathLike]) -> str:
@@ -273,8 +317,11 @@ def write_leaderboard(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(run_dirs)
     header, body = _leaderboard_table(rows)
-    note = ("Mean ± standard deviation over seeds where runs differ only by seed. "
-            "Best accuracy first.")  # fmt: skip
+    note = ("Mean ± standard deviation over seeds where runs differ only by seed; one column per "
+            "setting that differs between rows. Best accuracy first.")  # fmt: skip
+    warnings = leaderboard_warnings(run_dirs)
+    if warnings:
+        note += " " + " ".join(warnings)
     md_path, html_path = out_dir / "leaderboard.md", out_dir / "leaderboard.html"
     md_path.write_text(f"# actrec leaderboard\n\n{note}\n\n{_md_table(header, body)}\n")
     html_path.write_text(_page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>{note}</p>"

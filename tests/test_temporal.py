@@ -294,6 +294,28 @@ def test_leaderboard_means_over_seeds(mean_runs, gru_run, tmp_path):
     assert text in r.output and (tmp_path / "b2" / "leaderboard.html").is_file()
 
 
+def test_leaderboard_names_the_settings_that_differ_and_warns(mean_runs, gru_run, tmp_path):
+    rows = leaderboard([*mean_runs, gru_run])
+    # gru_run and mean_runs differ in their head and in what FAST sets apart from the defaults
+    assert {"hidden", "clip_len"} & set(rows[0]["settings"]) == set()  # the same in both
+    header = leaderboard_text([*mean_runs, gru_run]).splitlines()[0]
+    assert "| rank | head |" in header
+    # the same run twice is one run, not two seeds
+    assert leaderboard([gru_run, gru_run])[0]["runs"] == [str(gru_run)]
+    other = make_cache(tmp_path / "small.h5", order_videos(n=60, dim=8), dim=8)
+    elsewhere = train(TrainConfig(cache=str(other), out=str(tmp_path / "o"), head="mean",
+                                  **{**FAST, "epochs": 1, "lr": 0.01}))  # fmt: skip
+    rows = leaderboard([gru_run, elsewhere])
+    assert all(r["settings"]["lr"] in (0.001, 0.01) for r in rows)
+    assert "| lr |" in leaderboard_text([gru_run, elsewhere])
+    r = CliRunner().invoke(main, ["report", str(gru_run), str(elsewhere), str(gru_run),
+                                  "-o", str(tmp_path / "b")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "1 run folder(s) named twice, counted once" in r.output
+    assert "trained on 2 different caches" in r.output
+    assert "not comparable" in (tmp_path / "b" / "leaderboard.md").read_text()
+
+
 # -- bad input: one clear line, exit code 2, nothing overwritten ---------------------------------
 
 

@@ -202,3 +202,27 @@ def test_statistics_blocks_fall_on_chunk_boundaries(monkeypatch):
     monkeypatch.setattr(data, "_STATS_BLOCK", 150)
     assert list(data._blocks(5, 300, 64)) == [(5, 128), (128, 256), (256, 300)]
     assert list(data._blocks(0, 10, 64)) == [(0, 10)]
+
+
+def test_splits_refuse_one_class_and_warn_of_what_is_left_out(tmp_path):
+    from actrec.common.cache import Video, write_cache
+    from actrec.temporal.data import load_sequences, resolve_splits
+
+    def cache(labels, splits):
+        videos = [
+            Video(id=f"v{i:02d}", features=np.zeros((3, 2), np.float32), timestamps=np.arange(3.0),
+                  label=lab, split=sp)
+            for i, (lab, sp) in enumerate(zip(labels, splits, strict=True))
+        ]  # fmt: skip
+        path = tmp_path / f"c{len(list(tmp_path.iterdir()))}.h5"
+        return load_sequences(write_cache(path, videos, {"backbone": "t"}, dim=2, dtype="float32"))
+
+    with pytest.raises(ActrecError, match="every labelled video is of one class \\('a'\\)"):
+        resolve_splits(cache(["a"] * 6, [""] * 6), log=lambda _: None)
+    said = []
+    seqs = cache(["a", "a", "b", "b", "c", "a"], ["train", "train", "train", "val", "test", ""])
+    out = resolve_splits(seqs, log=said.append)
+    assert out["train"].tolist() == [0, 1, 2] and out["test"].tolist() == [4]
+    assert any("1 labelled videos have no split value" in m for m in said)
+    assert any("1 class(es) have no training videos and can never be predicted: c" in m
+               for m in said)  # fmt: skip
