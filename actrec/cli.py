@@ -25,6 +25,7 @@ COMMANDS = {
     "train": "actrec.temporal.cli:train",
     "evaluate": "actrec.temporal.cli:evaluate",
     "report": "actrec.temporal.cli:report",
+    "tune": "actrec.temporal.cli:tune",
     "predict": "actrec.predict:predict",
     "demo": "actrec.demo:demo",
 }
@@ -39,6 +40,7 @@ SHORT_HELP = {
     "train": "Train a temporal head on a cache into a run folder.",
     "evaluate": "Metrics of a trained run on a split of a cache.",
     "report": "The report of one run, or a leaderboard of several.",
+    "tune": "Search heads and settings on a cache loaded once (Optuna).",
     "predict": "Top-k labels and a timeline for new videos with a trained run.",
     "demo": "The built-in example end to end: generate, extract, train, report.",
 }

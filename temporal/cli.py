@@ -195,3 +195,83 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
         click.echo(leaderboard_text(list(runs)))
         _, html_path = write_leaderboard(list(runs), out)
         click.echo(f"leaderboard: {html_path}")
+
+
+def _search_space_help() -> str:
+    from actrec.temporal.search_space import describe
+
+    return "\n".join(f"  {name:<40} {values}" for name, values in describe())
+
+
+def _fixed(pairs: tuple[str, ...]) -> dict:
+    """--set KEY=VALUE pairs as training options: JSON values (numbers, true), else strings."""
+    from actrec.common.errors import ActrecError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ActrecError(f"--set {pair}: write KEY=VALUE, e.g. --set epochs=20")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+@click.command(context_settings=_CTX, epilog="\b\nSearch space (per trial):\n"
+               + _search_space_help())  # fmt: skip
+@click.argument("cache", type=_CACHE)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the study, trials.csv, the leaderboard and best/; rerun to resume.")  # fmt: skip
+@click.option("--heads", default="gru,lstm,tcn,transformer,mean", show_default=True,
+              help="Heads to search, comma-separated.")  # fmt: skip
+@click.option("--trials", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Trials in the study in all (a resumed study counts its finished ones).")  # fmt: skip
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Minutes: no trial starts after them (the one in flight and best/ finish).")  # fmt: skip
+@click.option("--folds", type=click.IntRange(min=0), default=None,
+              help="Score trials on K folds of train+val; 0 = on the validation split [default: "
+                   "5 under 1000 sequences, unless the cache has its own val split].")  # fmt: skip
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds per fold; a trial's score is the mean over folds x seeds.")  # fmt: skip
+@click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE",
+              help="A training option every trial shares (train's names: epochs=20, "
+                   "delta=false); a fixed setting is not searched.")  # fmt: skip
+@click.option("--storage", default="", help="An Optuna database URL that several processes or "
+              "machines share [default: sqlite in OUTPUT].")  # fmt: skip
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sampler and the folds.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tune(cache: Path, output: Path, heads: str, fixed: tuple[str, ...], quiet: bool,
+         **options) -> None:  # fmt: skip
+    """Search heads and training settings on a cache loaded once (Optuna: TPE, pruning).
+
+    Trials run in this process on the cache read once; each is scored on validation (or on K
+    folds of train+val, the default for small sets). The first trial of each head is train's
+    defaults. The best trial's settings are retrained into OUTPUT/best/, a run folder like
+    train's: the only use of the test split. Writes trials.csv, leaderboard.md and
+    leaderboard.html (best trials, the settings that differ, plots). Ctrl-C stops after the
+    trial in flight and still writes everything; the same command resumes the study.
+
+    Example: actrec tune feats.h5 -o tuned/ --time-budget 10
+    """
+    from actrec.temporal.tune import TuneConfig
+    from actrec.temporal.tune import tune as run_tune
+
+    config = TuneConfig.from_dict({
+        **options, "cache": str(cache), "out": str(output), "progress": not quiet,
+        "heads": tuple(h.strip() for h in heads.split(",") if h.strip()), "fixed": _fixed(fixed),
+    })  # fmt: skip
+    result = run_tune(config)
+    if result.best is not None:
+        b = result.best
+        spread = f" ± {b['score_std']:.4f}" if len(b["scores"]) > 1 else ""
+        click.echo(f"best: trial {b['trial']} ({b['head']}), validation {b['score']:.4f}{spread}")
+    if result.best_run is not None:
+        m = json.loads((result.best_run / "metrics.json").read_text())
+        click.echo(f"{m['split']} accuracy {m['accuracy']:.4f}  macro F1 {m['f1_macro']:.4f}  "
+                   f"({m['n_samples']} videos): {result.best_run}")  # fmt: skip
+    click.echo(f"leaderboard: {output / 'leaderboard.html'}")
+    if result.interrupted:
+        raise SystemExit(130)  # everything is written, but the search did not run its course

@@ -178,6 +178,12 @@ def resolve_splits(
     return out
 
 
+def given_splits(seqs: Sequences) -> set[str]:
+    """The splits (train, val, test) that the cache's split column names, however spelt."""
+    names = {s.strip().lower() for s in seqs.split}
+    return {_SPLIT_NAMES[n] for n in names if n in _SPLIT_NAMES}
+
+
 def _group_keys(seqs: Sequences, positions: np.ndarray) -> np.ndarray:
     # a video without a group is its own group
     return np.asarray([seqs.group[i] or f"\0{seqs.ids[i]}" for i in positions], dtype=object)
@@ -210,6 +216,31 @@ def _carve(
         candidates, key=lambda f: (len(set(labels[f[1]].tolist())), -abs(len(f[1]) - want))
     )
     return np.sort(positions[keep]), np.sort(positions[held])
+
+
+def fold_splits(
+    seqs: Sequences, positions: np.ndarray, k: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train, val) pairs over ``positions``: stratified by class, each group on one side.
+
+    Every position is in exactly one val part. Fewer folds than ``k`` when there are fewer
+    groups than that (each fold needs a group of its own).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = _group_keys(seqs, positions)
+    k = min(k, len(set(groups)))
+    if k < 2:
+        raise ActrecError(
+            f"{seqs.path}: {len(set(groups))} group(s) of labelled videos outside test: "
+            "cross-validation needs at least two; pass --folds 0"
+        )
+    with warnings.catch_warnings():
+        # a class with fewer members than k is absent from some val parts: expected on small sets
+        warnings.simplefilter("ignore", UserWarning)
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
+        parts = list(folds.split(positions, seqs.label[positions], groups))
+    return [(np.sort(positions[a]), np.sort(positions[b])) for a, b in parts]
 
 
 def _warn_leakage(seqs: Sequences, given: dict[str, list[int]], log: Callable[[str], None]) -> None:

@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -172,18 +172,27 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # above a progress bar, if one is drawn
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
-    """Train a head as ``config`` says; returns the run folder, with every file DESIGN.md lists."""
+def train(
+    config: TrainConfig, log: Callable[[str], None] = _log, *, seqs: Sequences | None = None,
+    splits: dict[str, np.ndarray] | None = None,
+) -> Path:  # fmt: skip
+    """Train a head as ``config`` says; returns the run folder, with every file DESIGN.md lists.
+
+    ``seqs`` and ``splits``, when given, stand for ``config.cache`` already loaded and split
+    (`actrec tune` loads a cache once for many runs); they must be what the config would give.
+    """
     cfg = config
     cfg.check()
     out = Path(cfg.out)
     check_replaceable(out, cfg.force)  # before reading a large cache
     device = resolve_device(cfg.device)
-    seqs = load_sequences(cfg.cache, lazy=cfg.lazy, log=log)
-    splits = resolve_splits(
-        seqs, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-        log=log,
-    )  # fmt: skip
+    if seqs is None:
+        seqs = load_sequences(cfg.cache, lazy=cfg.lazy, log=log)
+    if splits is None:
+        splits = resolve_splits(
+            seqs, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+            seed=cfg.split_seed, log=log,
+        )  # fmt: skip
     for name in ("train", "val"):
         if len(splits[name]) == 0:
             raise ActrecError(
@@ -194,7 +203,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
         log("note: no test split: the final metrics are on the validation split")
     folder = RunFolder(out, cfg.force)
     with folder as work:
-        _fit(cfg, seqs, splits, test_split, device, work, log)
+        fit(cfg, seqs, splits, test_split, device, work, log)
         folder.commit()
 
     from actrec.temporal.report import write_report
@@ -203,11 +212,29 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> Path:
     return out
 
 
-def _fit(
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves besides its files: the metrics on ``test_split`` and the curve."""
+
+    metrics: dict
+    history: list[dict] = field(default_factory=list)  # one row per validation pass
+    chosen_step: int = 0  # the step whose weights were kept and evaluated
+
+    @property
+    def chosen(self) -> dict:
+        return next(r for r in self.history if r["step"] == self.chosen_step)
+
+
+def fit(
     cfg: TrainConfig, seqs: Sequences, splits: dict[str, np.ndarray], test_split: str,
     device: torch.device, out: Path, log: Callable[[str], None],
-) -> None:  # fmt: skip
-    """Train and evaluate into ``out``, the run folder being built."""
+    on_eval: Callable[[dict], None] | None = None,
+) -> FitResult:  # fmt: skip
+    """Train and evaluate into ``out``, the run folder being built.
+
+    ``on_eval(row)`` is called with each validation pass's history row; what it raises (other
+    than KeyboardInterrupt) ends the run there, which is how `actrec tune` prunes a trial.
+    """
     # -- the model ------------------------------------------------------------------------------
     generator = seed_everything(cfg.seed)
     mean, std = feature_stats(seqs, splits["train"])  # (D,), (D,)
@@ -332,6 +359,8 @@ def _fit(
                    f"{'  *' if improved else ''}")  # fmt: skip
             log(msg)
             _write_history(out / "history.csv", history)
+            if on_eval is not None:
+                on_eval(row)
             t0 = time.perf_counter()
             data_seconds, loss_sum, correct, seen = 0.0, 0.0, 0, 0
             if cfg.patience and stale >= cfg.patience:
@@ -376,6 +405,7 @@ def _fit(
     log(f"checkpoint: {how}, step {chosen} (epoch {chosen_epoch:g}); {test_split} accuracy "
         f"{metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
         f"({metrics['n_samples']} videos)")  # fmt: skip
+    return FitResult(metrics, history, chosen)
 
 
 def choose_checkpoint(
