@@ -9,7 +9,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,timm]'
+	$(PY) -m pip install --quiet -e '.[dev,timm,tune]'
 	touch $(STAMP)
 
 test: install
