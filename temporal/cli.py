@@ -226,8 +226,9 @@ def _fixed(pairs: tuple[str, ...]) -> dict:
               help="Folder for the study, trials.csv, the leaderboard and best/; rerun to resume.")  # fmt: skip
 @click.option("--heads", default="gru,lstm,tcn,transformer,mean", show_default=True,
               help="Heads to search, comma-separated.")  # fmt: skip
-@click.option("--trials", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Trials in the study in all (a resumed study counts its finished ones).")  # fmt: skip
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Trials in the study in all, a resumed study's finished ones included "
+                   "[default: 50, or no limit with --time-budget].")  # fmt: skip
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Minutes: no trial starts after them (the one in flight and best/ finish).")  # fmt: skip
 @click.option("--folds", type=click.IntRange(min=0), default=None,

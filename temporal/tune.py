@@ -44,6 +44,7 @@ from actrec.temporal.tune_report import trial_rows, write_trials_csv, write_tune
 SMALL = 1000
 FOLDS = 5
 STUDY = "actrec-tune"
+TRIALS = 50  # the default number of trials when no time budget is given
 # what a trial may not fix: the search, the seeds and the folder are tune's own
 NOT_FIXED = {"cache", "out", "head", "seed", "device", "force", "progress"}
 _EVAL_STRIDE = 10_000  # pruning steps: fit i of a trial reports at i * stride + its pass number
@@ -58,7 +59,8 @@ class TuneConfig(StrictConfig):
     cache: str = ""  # the cache to search on
     out: str = ""  # the folder for the study, trials.csv, the leaderboard and best/
     heads: tuple[str, ...] = ("gru", "lstm", "tcn", "transformer", "mean")
-    trials: int | None = 50  # trials in the study in all, pruned ones included; None = no limit
+    trials: int | None = None  # in the study in all, pruned included; None = 50, or no limit
+    # when there is a time budget
     time_budget: float | None = None  # minutes; no trial starts after it
     folds: int | None = None  # K folds of train+val; 0 = the validation split; None = automatic
     seeds: int = 1  # seeds per fold; a trial's score is the mean over folds x seeds
@@ -92,6 +94,11 @@ class TuneConfig(StrictConfig):
             raise ActrecError(f"{', '.join(bad)} cannot be fixed: tune sets them itself "
                               "(--heads, --seeds, --device, -o)")  # fmt: skip
         self.base(self.heads[0], self.out).check()  # unknown or impossible fixed options
+
+    def max_trials(self) -> int | None:
+        if self.trials is None and self.time_budget is None:
+            return TRIALS
+        return self.trials
 
     def base(self, head: str, out: str) -> TrainConfig:
         return TrainConfig.from_dict({**self.fixed, "cache": self.cache, "out": out, "head": head,
@@ -277,7 +284,8 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
             return statistics.fmean(scores)
 
         t_start, ran = time.monotonic(), 0
-        bar = tqdm(total=cfg.trials - done if cfg.trials else None, desc="tune", unit="trial",
+        max_trials = cfg.max_trials()
+        bar = tqdm(total=max_trials - done if max_trials else None, desc="tune", unit="trial",
                    leave=False, file=sys.stderr,
                    disable=not cfg.progress or not sys.stderr.isatty())  # fmt: skip
 
@@ -285,7 +293,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
             nonlocal ran
             ran += 1
             bar.update()
-            log(_trial_line(trial, study_, cfg.trials))  # the default log writes above the bar
+            log(_trial_line(trial, study_, max_trials))  # the default log writes above the bar
 
         ctrl_c = _CtrlC(log)
 
@@ -294,9 +302,9 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
                 study_.stop()
 
         callbacks = [each, stop_if_asked]
-        if cfg.trials:
-            callbacks.append(optuna.study.MaxTrialsCallback(cfg.trials, states=finished))
-        remaining = None if cfg.trials is None else cfg.trials - done
+        if max_trials:
+            callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=finished))
+        remaining = None if max_trials is None else max_trials - done
         hard_stop = False
         try:
             if remaining is None or remaining > 0:
@@ -307,7 +315,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
                                    timeout=cfg.time_budget * 60 if cfg.time_budget else None,
                                    catch=(ActrecError,))  # fmt: skip
             elif done:
-                log(f"tune: the study already holds {done} finished trials (--trials {cfg.trials})")
+                log(f"tune: the study already holds {done} finished trials (--trials {max_trials})")
         except _StopNow:
             hard_stop = True
         finally:
@@ -375,10 +383,11 @@ def _trial_line(trial, study, total: int | None) -> str:
             f": {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
         )
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    try:
-        best = f"  best {study.best_value:.3f} (trial {study.best_trial.number + 1})"
-    except ValueError:  # no trial completed yet
-        best = ""
+    done = study.get_trials(deepcopy=False, states=(type(trial.state).COMPLETE,))
+    best = ""
+    if done:  # ranked as the leaderboard ranks: accuracy, then the lower validation loss
+        top = max(done, key=lambda t: (t.value, -t.user_attrs.get("val_loss", math.inf)))
+        best = f"  best {top.value:.3f} (trial {top.number + 1})"
     return f"{number}  {head:<11} {shown}  {what}  {seconds:.0f} s{best}"
 
 

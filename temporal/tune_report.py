@@ -25,9 +25,12 @@ COLOURS = {"gru": "C0", "lstm": "C1", "tcn": "C2", "transformer": "C3", "mean": 
 
 
 def trial_rows(study) -> list[dict]:
-    """One dict per trial of an Optuna study, in trial order, the numbers 1-based."""
+    """One dict per trial of an Optuna study, in trial order, the numbers 1-based; trials
+    queued but not started (the defaults of a head not reached yet) are left out."""
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING":
+            continue
         settings = t.user_attrs.get("settings") or {"head": t.params.get("head", "")}
         scores = list(t.user_attrs.get("scores", []))
         steps = t.intermediate_values

@@ -61,6 +61,8 @@ def test_tune_picks_an_order_aware_head_over_mean(tuned):
     metrics = json.loads((out / "best" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["accuracy"] >= 0.9
     assert f"test accuracy {metrics['accuracy']:.4f}" in output
+    assert "\r" not in output  # stderr is no terminal here: lines, not a redrawn bar
+    assert sum(line.startswith("trial ") for line in output.splitlines()) == 3
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["head"] == "gru" and config["seed"] == 0 and config["epochs"] == 6
 
@@ -155,6 +157,15 @@ def test_resume_after_ctrl_c_does_not_repeat_finished_trials(order_cache, tmp_pa
         f"Error: {out} holds a study made with other settings (folds differ): run with the "
         "same options to resume it, or choose another -o"
     )
+
+
+def test_time_budget_starts_no_trial_after_it(order_cache, tmp_path):
+    cfg = TuneConfig(cache=str(order_cache), out=str(tmp_path / "t"), heads=("mean", "gru"),
+                     time_budget=1e-4, folds=0, fixed={**QUICK, "epochs": 1}, progress=False)  # fmt: skip
+    assert cfg.max_trials() is None  # a time budget alone: no limit on the number
+    result = tune(cfg, log=lambda _: None)
+    assert result.trials_run == 1 and len(read_trials(tmp_path / "t")) == 1
+    assert result.best["head"] == "mean" and (tmp_path / "t" / "best" / "model.pt").is_file()
 
 
 def test_folds_keep_groups_on_one_side(tmp_path):
