@@ -477,3 +477,14 @@ def test_a_broken_index_is_one_line_naming_the_problem(tmp_path):
     assert r.exit_code == 2
     assert last_line(r).startswith(f"Error: {cache}: v0003: label 7 is outside /classes")
     assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_features_stop_training_with_one_line(tmp_path):
+    videos = order_videos(n=40)
+    videos[5].features[2, 3] = np.nan
+    cache = make_cache(tmp_path / "nan.h5", videos)
+    r = run_cli("train", cache, "-o", tmp_path / "run", "--steps", "5", "--quiet")
+    assert r.exit_code == 2
+    assert "the training loss is nan at step" in last_line(r)
+    assert "actrec inspect --verify" in last_line(r)
+    assert not (tmp_path / "run").exists()  # no half run left behind
