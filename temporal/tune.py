@@ -34,6 +34,7 @@ from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
 from actrec.temporal.data import fold_splits, given_splits, load_sequences, resolve_splits
 from actrec.temporal.heads import list_heads
+from actrec.temporal.runfolder import check_replaceable
 from actrec.temporal.search_space import COMMON, Choice, Range, defaults, space
 from actrec.temporal.train import TrainConfig, fit, train
 from actrec.temporal.tune_report import trial_rows, write_trials_csv, write_tune_leaderboard
@@ -75,6 +76,8 @@ class TuneConfig(StrictConfig):
             raise ActrecError("no cache given: pass the cache file to search on")
         if not self.out:
             raise ActrecError("no output folder given: pass -o DIR/")
+        if len(set(self.heads)) < len(self.heads):
+            raise ActrecError(f"a head is named twice in {','.join(self.heads)}")
         unknown = [h for h in self.heads if h not in list_heads()]
         if unknown or not self.heads:
             raise ActrecError(f"unknown head(s) {', '.join(unknown) or '(none given)'}: choose "
@@ -172,6 +175,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ActrecError(f"{out} exists and is not a folder: choose another -o")
+    check_replaceable(out / "best", force=True)  # a best/ of other files: refused before the search
     device = resolve_device(cfg.device)
     seqs = load_sequences(cfg.cache, log=log)
     base = cfg.base(cfg.heads[0], str(out / "best"))
