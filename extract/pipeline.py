@@ -9,6 +9,7 @@ them at once.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -256,7 +257,16 @@ def _worker_messages(items, sampling, resize, workers) -> Iterator[tuple]:
 
     def spawn(wid: int):
         proc = ctx.Process(target=_worker, args=(wid, *args), daemon=True)
-        proc.start()
+        # Garbage this process still holds (decoded frames in reference cycles, e.g. from an
+        # inline run) must not be collected in a forked child: freeing an FFmpeg scaler there
+        # joins its slice threads, which fork did not copy, and the worker hangs. So collect it
+        # here, and freeze the rest out of the child's collections.
+        gc.collect()
+        gc.freeze()
+        try:
+            proc.start()
+        finally:
+            gc.unfreeze()
         return proc
 
     procs = {wid: spawn(wid) for wid in range(min(workers, len(items)))}
