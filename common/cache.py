@@ -8,7 +8,12 @@ Writing is crash-safe by construction: a cache file is written under a temporary
 into place when complete, and an extraction in progress keeps its finished videos in a
 :class:`PartialCache` folder of segment files, each also renamed into place when complete.
 HDF5 itself is not safe against ``kill -9`` in the middle of a write, so nothing ever writes into
-a file that is already visible under its final name.
+a file that is already visible under its final name. Nor does it survive a full disk: disk space
+is reserved ahead of every write (diskspace.py), so that a full disk is a CacheError naming the
+file, and the temporary file is removed.
+
+Readers check the index before they trust it (:meth:`Cache.check_index`, milliseconds): caches
+edited by other tools may lack ``/classes`` or hold rows the index points past.
 """
 
 from __future__ import annotations
@@ -490,6 +495,10 @@ def _write_hdf5(
     failed = dict(failed or {})
     dtype_np = np.dtype(dtype)
     chunk_rows = max(1, min(4096, _CHUNK_BYTES // max(1, dim * dtype_np.itemsize)))
+    if isinstance(videos, Sequence):
+        # HDF5 gives every chunk its full size on disk: a segment of 64 frames in a chunk of
+        # 1,024 would take 16 times its size, and an extraction's .partial folder with it
+        chunk_rows = max(1, min(chunk_rows, sum(len(v.features) for v in videos)))
     chunk_bytes = chunk_rows * (dim * dtype_np.itemsize + 8)  # a chunk of features + of times
     rows: dict[str, list] = {
         k: [] for k in ("id", "length", "label", "split", "group", "fps", "size", "mtime")
@@ -517,7 +526,7 @@ def _write_hdf5(
                 )
                 t = len(v.features)
                 index_bytes += 160 + 2 * len(v.id.encode()) + len(v.split) + len(v.group)
-                space.grow(int(1.02 * -(-(n + t) // chunk_rows) * chunk_bytes) + index_bytes)
+                space.grow(int(1.05 * -(-(n + t) // chunk_rows) * chunk_bytes) + index_bytes)
                 feats.resize(n + t, axis=0)
                 feats[n : n + t] = v.features.astype(dtype_np, copy=False)
                 times.resize(n + t, axis=0)
@@ -531,7 +540,7 @@ def _write_hdf5(
                     rows[key].append(value)
                 failed.pop(v.id, None)  # stored now: an earlier failure no longer stands
             index_bytes += sum(96 + len(k.encode()) + len(e.encode()) for k, e in failed.items())
-            space.grow(int(1.02 * -(-n // chunk_rows) * chunk_bytes) + 2 * index_bytes)
+            space.grow(int(1.05 * -(-n // chunk_rows) * chunk_bytes) + 2 * index_bytes)
             _write_index(f, rows, classes, failed)
             root = {**attrs, "format_version": FORMAT_VERSION, "dtype": str(dtype_np)}
             root.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 KEEP_SIZE = 0x01  # FALLOC_FL_KEEP_SIZE: reserve blocks without changing the file's size
-SLACK = 1 << 20  # bytes reserved beyond the estimate, for HDF5's own metadata
+SLACK = 256 << 10  # bytes reserved beyond the estimate, for HDF5's own metadata
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
