@@ -130,7 +130,7 @@ def test_resume_after_ctrl_c_does_not_repeat_finished_trials(order_cache, tmp_pa
             os.kill(os.getpid(), signal.SIGINT)
 
     cfg = TuneConfig(cache=str(order_cache), out=str(out), heads=("mean",), trials=4, folds=2,
-                     fixed={**QUICK, "epochs": 3}, progress=False)  # fmt: skip
+                     fixed={**QUICK, "epochs": 2}, progress=False)  # fmt: skip
     first = tune(cfg, log=log)
     assert first.interrupted and first.trials_run == 2
     assert any(m.startswith("Ctrl-C: stopping after the trial in flight") for m in said)
@@ -150,7 +150,7 @@ def test_resume_after_ctrl_c_does_not_repeat_finished_trials(order_cache, tmp_pa
     assert third.trials_run == 0 and any("already holds" in m for m in said)
     # another search in the same folder is refused, naming what differs
     r = CliRunner().invoke(main, ["tune", str(order_cache), "-o", str(out), "--heads", "mean",
-                                  "--trials", "4", "--folds", "3", "--set", "epochs=3", "--set",
+                                  "--trials", "4", "--folds", "3", "--set", "epochs=2", "--set",
                                   "hidden=32", "--set", "delta=false"])  # fmt: skip
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1] == (
@@ -166,6 +166,24 @@ def test_time_budget_starts_no_trial_after_it(order_cache, tmp_path):
     result = tune(cfg, log=lambda _: None)
     assert result.trials_run == 1 and len(read_trials(tmp_path / "t")) == 1
     assert result.best["head"] == "mean" and (tmp_path / "t" / "best" / "model.pt").is_file()
+
+
+def test_a_pruned_trial_stops_early_and_is_recorded(order_cache, tmp_path, monkeypatch):
+    import optuna
+
+    # a pruner that prunes at the second validation pass, standing in for the median rule
+    monkeypatch.setattr(optuna.pruners, "MedianPruner",
+                        lambda **_: optuna.pruners.ThresholdPruner(lower=2.0, n_warmup_steps=2))  # fmt: skip
+    said = []
+    cfg = TuneConfig(cache=str(order_cache), out=str(tmp_path / "t"), heads=("mean",), trials=1,
+                     folds=0, fixed={**QUICK, "epochs": 4}, progress=False)  # fmt: skip
+    result = tune(cfg, log=said.append)
+    assert result.best is None and result.best_run is None
+    (row,) = read_trials(tmp_path / "t")
+    assert row["state"] == "PRUNED" and row["pruned_after_pass"] == "2" and row["scores"] == ""
+    assert any(m.startswith("trial 1/1  mean") and "pruned (val " in m for m in said)
+    assert "0 trials completed, 1 pruned" in (tmp_path / "t" / "leaderboard.md").read_text()
+    assert not (tmp_path / "t" / "best").exists()
 
 
 def test_folds_keep_groups_on_one_side(tmp_path):
