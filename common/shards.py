@@ -55,9 +55,11 @@ def check_set(caches: list[tuple[Path, dict[str, Any]]], partial: bool) -> str |
 def _check_group(members: list[tuple[Path, str]]) -> tuple[str | None, str]:
     """(why the set is not whole, or None; what the set holds as a ``shard`` value)."""
     parsed = [(path, parse(text)) for path, text in members]
-    unknown = [path for path, p in parsed if p is None]
-    if unknown:
-        return f"{unknown[0]} holds an incomplete merge of shards", PARTIAL
+    for (path, text), (_, p) in zip(members, parsed, strict=True):
+        if p is None and text == PARTIAL:
+            return f"{path} holds a partial merge of shards of several splits", PARTIAL
+        if p is None:
+            return f"{path}: its shard attribute {text!r} is not K/N", PARTIAL
     ns = sorted({p[1] for _, p in parsed})
     if len(ns) > 1:
         detail = ", ".join(f"{path.name} is {describe(*p)}" for path, p in parsed)
