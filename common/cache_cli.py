@@ -53,10 +53,13 @@ def summarize(path: str | Path) -> str:
 @click.option(
     "--verify",
     is_flag=True,
-    help="Also check the index, timestamps and values; exit 1 on problems.",
+    help="Also read every value: non-finite features, timestamps out of order.",
 )
 def inspect(cache: Path, verify: bool) -> None:
     """Summarise a cache: videos, classes, frames, dimension, backbone, failures.
+
+    The index is always checked (rows past the end of /features, labels outside /classes,
+    negative starts, ...): each problem is a line, and the exit code is 1.
 
     Example: actrec inspect feats.h5 --verify
     """
