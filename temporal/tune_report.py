@@ -13,9 +13,12 @@ import math
 import statistics
 from pathlib import Path
 
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
+
 from actrec.common.atomic import replacing
 from actrec.temporal.report import _html_table, _md_table, _page, _png, plt
-from actrec.temporal.search_space import COMMON, PER_HEAD
+from actrec.temporal.search_space import COMMON, PER_HEAD, Range
 from actrec.temporal.train import TrainConfig
 
 # every setting a trial may carry, in the order the tables show them
@@ -193,8 +196,14 @@ def settings_png(rows: list[dict]) -> str | None:
         numeric = all(isinstance(v, float) for v in values)
         if numeric:
             xs = values
-            if name in COMMON and getattr(COMMON[name], "log", False):
-                ax.set_xscale("log")
+            dist = COMMON.get(name)
+            if isinstance(dist, Range):  # the whole range searched, so that gaps show
+                pad = (dist.high / dist.low) ** 0.03 if dist.log else (dist.high - dist.low) * 0.03
+                ax.set_xlim(*((dist.low / pad, dist.high * pad) if dist.log
+                              else (dist.low - pad, dist.high + pad)))  # fmt: skip
+                if dist.log:
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: no overlaps
         else:
             levels = sorted({json.dumps(v) for v in values}, key=_level_order)
             xs = [levels.index(json.dumps(v)) for v in values]
@@ -205,6 +214,9 @@ def settings_png(rows: list[dict]) -> str | None:
         ax.set_ylabel("val accuracy", fontsize=8)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
+    heads = [h for h in PER_HEAD if any(r["head"] == h for r in done)]
+    fig.legend(handles=[Line2D([], [], ls="", marker="o", color=COLOURS[h], label=h) for h in heads],
+               loc="upper center", ncol=len(heads), fontsize=8, bbox_to_anchor=(0.5, 1.04))  # fmt: skip
     fig.tight_layout()
     return _png(fig)
 
