@@ -153,11 +153,12 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         result = run_extraction(config)
     except KeyboardInterrupt:
         kept = partial_dir(shard_output(output, *config.resolved_shard()))
-        click.echo(
-            f"\nInterrupted: the videos finished so far are kept in {kept}; "
-            "rerun the same command to go on.",
-            err=True,
+        where = (
+            f"the videos finished so far are kept in {kept}"
+            if kept.is_dir()  # a run stopped before its first video leaves no folder
+            else "no video was finished yet"
         )
+        click.echo(f"\nInterrupted: {where}; rerun the same command to go on.", err=True)
         raise SystemExit(130) from None  # the shell's code for a run stopped by Ctrl-C
     if result.nothing_to_do:
         click.echo(f"{result.output} already holds all {result.already} videos; nothing to do")

@@ -550,3 +550,21 @@ def test_plain_files_are_replaced_whole_or_not_at_all(tmp_path):
     with replacing(target) as tmp:
         tmp.write_text("new\n")
     assert target.read_text() == "new\n" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_ctrl_c_before_the_first_video_leaves_nothing(tmp_path, band, monkeypatch):
+    from actrec.extract import run
+
+    make_video(tmp_path / "src" / "x" / "v.mp4", 4)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield  # a generator, as stream_features is
+
+    monkeypatch.setattr(run, "stream_features", interrupted)
+    r = cli("extract", tmp_path / "src", "-o", tmp_path / "c.h5", *band_args(band))
+    assert r.exit_code == 130
+    assert r.stderr.strip() == (
+        "Interrupted: no video was finished yet; rerun the same command to go on."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no .partial folder either
