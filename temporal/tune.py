@@ -32,7 +32,13 @@ from tqdm import tqdm
 from actrec.common.config import StrictConfig
 from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
-from actrec.temporal.data import fold_splits, given_splits, load_sequences, resolve_splits
+from actrec.temporal.data import (
+    Sequences,
+    fold_splits,
+    given_splits,
+    load_sequences,
+    resolve_splits,
+)
 from actrec.temporal.heads import list_heads
 from actrec.temporal.runfolder import check_replaceable
 from actrec.temporal.search_space import COMMON, Choice, Range, defaults, space
@@ -178,156 +184,24 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     check_replaceable(out / "best", force=True)  # a best/ of other files: refused before the search
     device = resolve_device(cfg.device)
     seqs = load_sequences(cfg.cache, log=log)
-    base = cfg.base(cfg.heads[0], str(out / "best"))
-    splits = resolve_splits(
-        seqs, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
-        seed=base.split_seed, log=log,
-    )  # fmt: skip
-    for name in ("train", "val"):
-        if len(splits[name]) == 0:
-            raise ActrecError(
-                f"{cfg.cache}: the {name} split is empty; label more videos or fix the split column"
-            )
-    pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
-    k = (
-        cfg.folds
-        if cfg.folds is not None
-        else default_folds(len(pool), "val" in given_splits(seqs))
-    )
-    if k:
-        parts = fold_splits(seqs, pool, k, cfg.seed)
-        log(f"tune: {len(parts)} folds of train+val ({len(pool)} sequences, groups kept together)"
-            f"{'' if cfg.folds else f'; the default under {SMALL} sequences'}, "
-            f"{cfg.seeds} seed(s) each; test ({len(splits['test'])}) is for best/ only")  # fmt: skip
-    else:
-        parts = [(splits["train"], splits["val"])]
-        log(f"tune: scored on the validation split ({len(splits['val'])} sequences), "
-            f"{cfg.seeds} seed(s); test ({len(splits['test'])}) is for best/ only")  # fmt: skip
+    splits, parts = _splits(cfg, seqs, log)
     longest = int(seqs.length.max())
-
-    # -- the study: resumed where it exists, refused when it was made with other settings ---------
-    out.mkdir(parents=True, exist_ok=True)
     setup = {
         "cache_fingerprint": seqs.fingerprint, "heads": list(cfg.heads), "folds": len(parts)
-        if k else 0, "seeds": cfg.seeds, "fixed": cfg.fixed, "seed": cfg.seed, "longest": longest,
+        if len(parts) > 1 else 0, "seeds": cfg.seeds, "fixed": cfg.fixed, "seed": cfg.seed,
+        "longest": longest,
     }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tune writes its own line per trial
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}",
-            # a trial whose process died (kill -9, a lost machine) is marked failed, not left
-            # running for ever; failed trials do not count towards --trials
-            heartbeat_interval=60, grace_period=180,
-        )  # fmt: skip
-        study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize",
-                                    load_if_exists=True)  # fmt: skip
-        before = study.user_attrs.get("setup")
-        if before is not None and before != setup:
-            changed = sorted(key for key in setup if before.get(key) != setup[key])
-            raise ActrecError(
-                f"{out} holds a study made with other settings ({', '.join(changed)} differ): "
-                "run with the same options to resume it, or choose another -o"
-            )
-        if before is None:
-            study.set_user_attr("setup", setup)
-            # the first trial of each head is `train`'s defaults: the search starts from what a
-            # user without it would get, and every head is tried at least once
-            for head in cfg.heads:
-                start = defaults(head, longest, asdict(TrainConfig()))
-                study.enqueue_trial(
-                    {"head": head, **{_key(head, n): v for n, v in start.items() if n not in cfg.fixed
-                                      and not _constant(space(head, longest)[n])}},
-                    user_attrs={"train_defaults": True},
-                )  # fmt: skip
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        done = len(study.get_trials(deepcopy=False, states=finished))
-        # seeded by what the study holds: a resumed search must not draw its first trials again
-        study.sampler = optuna.samplers.TPESampler(
-            seed=cfg.seed + len(study.trials), multivariate=True, group=True,
-            n_startup_trials=max(10, len(cfg.heads)),
-        )  # fmt: skip
-        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10)
-
-        def objective(trial) -> float:
-            head = trial.suggest_categorical("head", list(cfg.heads))
-            settings = {"head": head}
-            for name, dist in space(head, longest).items():
-                if name in cfg.fixed:
-                    continue
-                settings[name] = _suggest(trial, _key(head, name), dist)
-            settings.update(cfg.fixed)  # so that trials.csv holds every setting of a trial
-            trial.set_user_attr("settings", settings)
-            scores, losses = [], []
-            for i, ((train_pos, val_pos), seed) in enumerate(
-                (p, s) for p in parts for s in range(cfg.seeds)
-            ):
-                passes = iter(range(1, _EVAL_STRIDE))
-
-                def on_eval(row: dict, i: int = i, passes=passes) -> None:
-                    trial.report(row["val_accuracy"], i * _EVAL_STRIDE + next(passes))
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"step {row['step']} of fit {i + 1}")
-
-                with tempfile.TemporaryDirectory(prefix="actrec-trial-") as tmp:
-                    run = TrainConfig.from_dict({**asdict(cfg.base(head, tmp)), **settings,
-                                                 "seed": seed, "lazy": seqs.lazy})  # fmt: skip
-                    run.check()
-                    fold = {"train": train_pos, "val": val_pos, "test": val_pos[:0]}
-                    try:
-                        result = fit(run, seqs, fold, "val", device, Path(tmp), lambda _: None,
-                                     on_eval)  # fmt: skip
-                    except ActrecError as e:
-                        trial.set_user_attr("error", str(e))
-                        raise
-                scores.append(result.metrics["accuracy"])
-                losses.append(result.chosen["val_loss"])
-                trial.set_user_attr("scores", scores)
-            trial.set_user_attr("val_loss", statistics.fmean(losses))
-            return statistics.fmean(scores)
-
-        t_start, ran = time.monotonic(), 0
-        max_trials = cfg.max_trials()
-        bar = tqdm(total=max_trials - done if max_trials else None, desc="tune", unit="trial",
-                   leave=False, file=sys.stderr,
-                   disable=not cfg.progress or not sys.stderr.isatty())  # fmt: skip
-
-        def each(study_, trial) -> None:
-            nonlocal ran
-            ran += 1
-            bar.update()
-            log(_trial_line(trial, study_, max_trials))  # the default log writes above the bar
-
-        ctrl_c = _CtrlC(log)
-
-        def stop_if_asked(study_, trial) -> None:
-            if ctrl_c.requested:
-                study_.stop()
-
-        callbacks = [each, stop_if_asked]
-        if max_trials:
-            callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=finished))
-        remaining = None if max_trials is None else max_trials - done
-        hard_stop = False
-        try:
-            if remaining is None or remaining > 0:
-                with ctrl_c:
-                    # a trial that fails on its own (a loss that diverges at a high learning
-                    # rate) is recorded as failed, and the search goes on
-                    study.optimize(objective, n_trials=remaining, callbacks=callbacks,
-                                   timeout=cfg.time_budget * 60 if cfg.time_budget else None,
-                                   catch=(ActrecError,))  # fmt: skip
-            elif done:
-                log(f"tune: the study already holds {done} finished trials (--trials {max_trials})")
-        except _StopNow:
-            hard_stop = True
-        finally:
-            bar.close()
-            optuna.logging.set_verbosity(verbosity)
-    minutes = (time.monotonic() - t_start) / 60
-    log(f"tune: {ran} trial(s) in {minutes:.1f} min"
-        f"{'; stopped by Ctrl-C' if ctrl_c.requested else ''}")  # fmt: skip
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = _open_study(optuna, cfg, setup)
+            objective = _objective(optuna, cfg, seqs, parts, longest, device)
+            ran, ctrl_c, hard_stop = _search(optuna, study, objective, cfg, log)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
     # -- outputs: the table of trials, best/ (the test set's one use), the leaderboard ----------
     rows = trial_rows(study)
@@ -343,7 +217,158 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     write_tune_leaderboard(rows, out, setup, cache=cfg.cache, best_run=best_run, command=command)
     if hard_stop:
         raise KeyboardInterrupt
-    return TuneResult(out, best, best_run, ran, ctrl_c.requested)
+    return TuneResult(out, best, best_run, ran, ctrl_c)
+
+
+def _splits(
+    cfg: TuneConfig, seqs: Sequences, log: Callable[[str], None]
+) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """The split `train` would make, and the (train, val) parts a trial is scored on."""
+    base = cfg.base(cfg.heads[0], str(Path(cfg.out) / "best"))
+    splits = resolve_splits(
+        seqs, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
+        seed=base.split_seed, log=log,
+    )  # fmt: skip
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise ActrecError(
+                f"{cfg.cache}: the {name} split is empty; label more videos or fix the split column"
+            )
+    pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    k = cfg.folds
+    if k is None:
+        k = default_folds(len(pool), "val" in given_splits(seqs))
+    if not k:
+        log(f"tune: scored on the validation split ({len(splits['val'])} sequences), "
+            f"{cfg.seeds} seed(s); test ({len(splits['test'])}) is for best/ only")  # fmt: skip
+        return splits, [(splits["train"], splits["val"])]
+    parts = fold_splits(seqs, pool, k, cfg.seed)
+    log(f"tune: {len(parts)} folds of train+val ({len(pool)} sequences, groups kept together)"
+        f"{'' if cfg.folds else f'; the default under {SMALL} sequences'}, "
+        f"{cfg.seeds} seed(s) each; test ({len(splits['test'])}) is for best/ only")  # fmt: skip
+    return splits, parts
+
+
+def _open_study(optuna, cfg: TuneConfig, setup: dict):
+    """The study in ``cfg.out`` (or ``cfg.storage``): resumed, or new with the defaults queued."""
+    storage = optuna.storages.RDBStorage(
+        cfg.storage or f"sqlite:///{(Path(cfg.out) / 'study.db').resolve()}",
+        # a trial whose process died (kill -9, a lost machine) is marked failed, not left
+        # running for ever; failed trials do not count towards --trials
+        heartbeat_interval=60, grace_period=180,
+    )  # fmt: skip
+    study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize",
+                                load_if_exists=True)  # fmt: skip
+    before = study.user_attrs.get("setup")
+    if before is not None and before != setup:
+        changed = sorted(key for key in setup if before.get(key) != setup[key])
+        raise ActrecError(
+            f"{cfg.out} holds a study made with other settings ({', '.join(changed)} differ): "
+            "run with the same options to resume it, or choose another -o"
+        )
+    if before is None:
+        study.set_user_attr("setup", setup)
+        # the first trial of each head is `train`'s defaults: the search starts from what a
+        # user without it would get, and every head is tried at least once
+        longest = setup["longest"]
+        for head in cfg.heads:
+            start = defaults(head, longest, asdict(TrainConfig()))
+            searched = space(head, longest)
+            study.enqueue_trial(
+                {"head": head, **{_key(head, n): v for n, v in start.items()
+                                  if n not in cfg.fixed and not _constant(searched[n])}},
+                user_attrs={"train_defaults": True},
+            )  # fmt: skip
+    # seeded by what the study holds: a resumed search must not draw its first trials again
+    study.sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed + len(study.trials), multivariate=True, group=True,
+        n_startup_trials=max(10, len(cfg.heads)),
+    )  # fmt: skip
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10)
+    return study
+
+
+def _objective(optuna, cfg: TuneConfig, seqs: Sequences, parts: list, longest: int, device):
+    """A trial: draw the settings, train on each part and seed, return the mean accuracy."""
+
+    def objective(trial) -> float:
+        head = trial.suggest_categorical("head", list(cfg.heads))
+        settings = {"head": head}
+        for name, dist in space(head, longest).items():
+            if name not in cfg.fixed:
+                settings[name] = _suggest(trial, _key(head, name), dist)
+        settings.update(cfg.fixed)  # so that trials.csv holds every setting of a trial
+        trial.set_user_attr("settings", settings)
+        scores, losses = [], []
+        fits = [(part, seed) for part in parts for seed in range(cfg.seeds)]
+        for i, ((train_pos, val_pos), seed) in enumerate(fits):
+            passes = iter(range(1, _EVAL_STRIDE))
+
+            def on_eval(row: dict, i: int = i, passes=passes) -> None:
+                # fit i reports at its own steps, so that the pruner compares like with like
+                trial.report(row["val_accuracy"], i * _EVAL_STRIDE + next(passes))
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"step {row['step']} of fit {i + 1}")
+
+            with tempfile.TemporaryDirectory(prefix="actrec-trial-") as tmp:
+                run = TrainConfig.from_dict({**asdict(cfg.base(head, tmp)), **settings,
+                                             "seed": seed, "lazy": seqs.lazy})  # fmt: skip
+                run.check()
+                fold = {"train": train_pos, "val": val_pos, "test": val_pos[:0]}
+                try:
+                    result = fit(run, seqs, fold, "val", device, Path(tmp), lambda _: None, on_eval)
+                except ActrecError as e:
+                    trial.set_user_attr("error", str(e))
+                    raise
+            scores.append(result.metrics["accuracy"])
+            losses.append(result.chosen["val_loss"])
+            trial.set_user_attr("scores", scores)
+        trial.set_user_attr("val_loss", statistics.fmean(losses))
+        return statistics.fmean(scores)
+
+    return objective
+
+
+def _search(optuna, study, objective, cfg: TuneConfig, log) -> tuple[int, bool, bool]:
+    """Run trials until --trials, the time budget or Ctrl-C; (trials run, Ctrl-C, at once)."""
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    max_trials = cfg.max_trials()
+    remaining = None if max_trials is None else max_trials - done
+    t_start, ran = time.monotonic(), 0
+    bar = tqdm(total=remaining, desc="tune", unit="trial", leave=False, file=sys.stderr,
+               disable=not cfg.progress or not sys.stderr.isatty())  # fmt: skip
+    ctrl_c = _CtrlC(log)
+
+    def each(study_, trial) -> None:
+        nonlocal ran
+        ran += 1
+        bar.update()
+        log(_trial_line(trial, study_, max_trials))  # the default log writes above the bar
+        if ctrl_c.requested:
+            study_.stop()
+
+    callbacks = [each]
+    if max_trials:  # other processes' trials count too
+        callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=finished))
+    hard_stop = False
+    try:
+        if remaining is None or remaining > 0:
+            with ctrl_c:
+                # a trial that fails on its own (a loss that diverges at a high learning rate)
+                # is recorded as failed, and the search goes on
+                study.optimize(objective, n_trials=remaining, callbacks=callbacks,
+                               timeout=cfg.time_budget * 60 if cfg.time_budget else None,
+                               catch=(ActrecError,))  # fmt: skip
+        else:
+            log(f"tune: the study already holds {done} finished trials (--trials {max_trials})")
+    except _StopNow:
+        hard_stop = True
+    finally:
+        bar.close()
+    log(f"tune: {ran} trial(s) in {(time.monotonic() - t_start) / 60:.1f} min"
+        f"{'; stopped by Ctrl-C' if ctrl_c.requested else ''}")  # fmt: skip
+    return ran, ctrl_c.requested, hard_stop
 
 
 def _rank_key(row: dict) -> tuple:
