@@ -452,7 +452,7 @@ def _same_run(folder: Path, run: TrainConfig) -> bool:
     import json
 
     old = json.loads((folder / "config.json").read_text())
-    new = asdict(run)
+    new = {**asdict(run), "cache": str(Path(run.cache).resolve())}  # as train records it
     return all(old.get(f.name) == new[f.name] for f in fields(TrainConfig)
                if f.name not in _NOT_COMPARED)  # fmt: skip
 
