@@ -37,7 +37,10 @@ def trial_rows(study) -> list[dict]:
         settings = t.user_attrs.get("settings") or {"head": t.params.get("head", "")}
         scores = list(t.user_attrs.get("scores", []))
         steps = t.intermediate_values
-        score = t.value if t.state.name == "COMPLETE" else (steps[max(steps)] if steps else None)
+        # a pruned trial's score is its last validation pass; a failed one has none
+        score = t.value if t.state.name == "COMPLETE" else None
+        if t.state.name == "PRUNED" and steps:
+            score = steps[max(steps)]
         rows.append({
             "trial": t.number + 1, "state": t.state.name, "head": settings.get("head", ""),
             "settings": settings, "score": score,
