@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import signal
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_tune_picks_an_order_aware_head_over_mean(tuned):
     assert config["head"] == "gru" and config["seed"] == 0 and config["epochs"] == 6
 
 
-def test_best_run_reloads_and_predicts(tuned):
+def test_best_run_reloads_and_predicts(tuned, tmp_path):
     out, _ = tuned
     run = load_run(out / "best")
     assert run.classes == ["backward", "forward"]
@@ -77,6 +78,17 @@ def test_best_run_reloads_and_predicts(tuned):
     assert evaluate_run(out / "best") == json.loads((out / "best" / "metrics.json").read_text())
     r = CliRunner().invoke(main, ["report", str(out / "best")])
     assert r.exit_code == 0, r.output
+    # the `actrec train` line the leaderboard prints makes the same run: the same test metrics
+    md = (out / "leaderboard.md").read_text()
+    line = md.split("The same run by hand: `")[1].split("`")[0]
+    args = shlex.split(line)
+    assert args[:2] == ["actrec", "train"] and args[-2:] == ["-o", str(out / "best")]
+    again = tmp_path / "again"
+    r = CliRunner().invoke(main, [*args[1:-1], str(again), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((again / "metrics.json").read_text()) == json.loads(
+        (out / "best" / "metrics.json").read_text()
+    )
 
 
 def test_leaderboard_names_the_settings_that_differ(tuned):
