@@ -9,6 +9,7 @@ process dies, ``kill -9`` included) refuses a second `train` into the same folde
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -21,8 +22,10 @@ class RunFolder:
 
     def __init__(self, out: Path, force: bool) -> None:
         self.out, self.force = Path(out), force
-        self.lock_path = self.out.parent / f".{self.out.name}.lock"
-        self.work = self.out.parent / f".{self.out.name}.building-{os.getpid()}"
+        stem = self.out.name[:200]  # the hidden names stay within a file name's 255 bytes
+        self.lock_path = self.out.parent / f".{stem}.lock"
+        self.work = self.out.parent / f".{stem}.building-{os.getpid()}"
+        self._old = self.out.parent / f".{stem}.old-{os.getpid()}"
         self._lock = None
 
     def __enter__(self) -> Path:
@@ -45,14 +48,14 @@ class RunFolder:
             ) from None
         check_replaceable(self.out, self.force)  # again, now that no one else writes it
         # what a killed writer left behind: no one else holds the lock, so none of it is in use
-        for stale in self.out.parent.glob(f".{self.out.name}.building-*"):
+        for stale in self.out.parent.glob(f"{glob.escape(self.work.name.rsplit('-', 1)[0])}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         self.work.mkdir()
         return self.work
 
     def commit(self) -> Path:
         """Put the finished run in place of ``out`` (replacing an old run with ``force``)."""
-        old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+        old = self._old
         if self.out.exists():
             os.replace(self.out, old)
         os.replace(self.work, self.out)
@@ -68,6 +71,11 @@ class RunFolder:
 
 def check_replaceable(out: Path, force: bool) -> None:
     """Refuse an ``out`` that is a file, or an existing non-empty folder without ``force``."""
+    if len(out.name.encode()) > 255:
+        raise ActrecError(
+            f"{out.name[:40]}...: a folder name of {len(out.name.encode())} bytes; the file system "
+            "takes at most 255: choose a shorter -o"
+        )
     if out.exists() and not out.is_dir():
         raise ActrecError(f"{out} exists and is not a folder: choose another -o")
     if out.is_dir() and any(out.iterdir()):

@@ -488,3 +488,11 @@ def test_non_finite_features_stop_training_with_one_line(tmp_path):
     assert "the training loss is nan at step" in last_line(r)
     assert "actrec inspect --verify" in last_line(r)
     assert not (tmp_path / "run").exists()  # no half run left behind
+
+
+def test_a_run_folder_name_too_long_is_one_line(order_cache, tmp_path):
+    out = tmp_path / ("r" * 248)
+    r = run_cli("train", order_cache, "-o", out, "--head", "mean", "--steps", "2", "--quiet")
+    assert r.exit_code == 0, r.output  # 248 bytes fit, and so do the hidden names beside it
+    r = run_cli("train", order_cache, "-o", tmp_path / ("r" * 300), "--steps", "2", "--quiet")
+    assert r.exit_code == 2 and "the file system takes at most 255" in last_line(r)
