@@ -34,7 +34,7 @@ SUMMARY_KEYS = (
 _NOT_SETTINGS = {
     "seed", "out", "force", "progress", "device", "workers", "lazy", "versions", "device_used",
     "lazy_used", "best_epoch", "epochs_run", "parameters", "cache_attrs", "best_step", "steps_run",
-    "steps_planned", "steps_per_epoch", "eval_every_used", "interrupted",
+    "steps_planned", "steps_per_epoch", "eval_every_used", "interrupted", "best_val_step",
 }  # fmt: skip
 
 
