@@ -153,7 +153,7 @@ def _feature_rows(config: dict) -> list[list]:
 
 def _best(config: dict) -> str:
     if "best_step" in config:
-        return (f"best checkpoint at step {config['best_step']} (epoch {config['best_epoch']:g}) "
+        return (f"weights kept from step {config['best_step']} (epoch {config['best_epoch']:g}) "
                 f"of {config.get('steps_run', '?')}")  # fmt: skip
     # runs from before the budget was counted in steps
     return f"best epoch {config.get('best_epoch', '?')} of {config.get('epochs_run', '?')}"
