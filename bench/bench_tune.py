@@ -4,7 +4,7 @@ For each set: `tune` with ``--time-budget`` (all heads, its own defaults otherwi
 train+val on small sets without a val split, the validation split where the cache gives one),
 then the test accuracy of the best trial's settings and of `train`'s defaults (head tcn), each
 retrained with ``--seeds`` seeds (seed 0 of the best is tune's own ``best/``). The test split is
-touched only by those retrainings. Prints a table, writes ``bench/results/tune.json``; the
+touched only by those retrainings. Prints a table, writes ``bench/results/tune_SETS.json``; the
 searches stay in ``bench/results/tune/SET/`` (trials.csv, leaderboard.html, best/).
 
 Sets: a UCR/UEA set of ``../shared/testdata/sequences`` (imported as bench_accuracy.py does) and
@@ -98,7 +98,9 @@ def main() -> None:
         print(f"| {r['set']} | {r['trials']} ({r['pruned']}) | {r['minutes']:.1f} | {dval}, "
               f"{_ms(r['defaults_test'])} | {r['best_val']:.3f} ± {r['best_val_std']:.3f}, "
               f"{_ms(r['tuned_test'])} | {settings} |")  # fmt: skip
-    (RESULTS / "tune.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / f"tune_{args.sets.replace(',', '_')}.json").write_text(
+        json.dumps(results, indent=1) + "\n"
+    )
 
 
 def _rows(out: Path) -> list[dict]:
