@@ -184,6 +184,22 @@ def given_splits(seqs: Sequences) -> set[str]:
     return {_SPLIT_NAMES[n] for n in names if n in _SPLIT_NAMES}
 
 
+def training_splits(
+    seqs: Sequences, *, val_fraction: float, test_fraction: float, seed: int,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`resolve_splits`, refusing a split that leaves nothing to train or validate on."""
+    splits = resolve_splits(
+        seqs, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, log=log
+    )
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise ActrecError(
+                f"{seqs.path}: the {name} split is empty; label more videos or fix the split column"
+            )
+    return splits
+
+
 def _group_keys(seqs: Sequences, positions: np.ndarray) -> np.ndarray:
     # a video without a group is its own group
     return np.asarray([seqs.group[i] or f"\0{seqs.ids[i]}" for i in positions], dtype=object)

@@ -35,7 +35,7 @@ from actrec.temporal.data import (
     batches,
     feature_stats,
     load_sequences,
-    resolve_splits,
+    training_splits,
 )
 from actrec.temporal.evaluate import nll, predict_positions, write_results
 from actrec.temporal.heads import list_heads
@@ -189,15 +189,10 @@ def train(
     if seqs is None:
         seqs = load_sequences(cfg.cache, lazy=cfg.lazy, log=log)
     if splits is None:
-        splits = resolve_splits(
+        splits = training_splits(
             seqs, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
             seed=cfg.split_seed, log=log,
         )  # fmt: skip
-    for name in ("train", "val"):
-        if len(splits[name]) == 0:
-            raise ActrecError(
-                f"{cfg.cache}: the {name} split is empty; label more videos or fix the split column"
-            )
     test_split = "test" if len(splits["test"]) else "val"
     if test_split == "val":
         log("note: no test split: the final metrics are on the validation split")

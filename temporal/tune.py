@@ -37,7 +37,7 @@ from actrec.temporal.data import (
     fold_splits,
     given_splits,
     load_sequences,
-    resolve_splits,
+    training_splits,
 )
 from actrec.temporal.heads import list_heads
 from actrec.temporal.runfolder import check_replaceable
@@ -225,15 +225,10 @@ def _splits(
 ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """The split `train` would make, and the (train, val) parts a trial is scored on."""
     base = cfg.base(cfg.heads[0], str(Path(cfg.out) / "best"))
-    splits = resolve_splits(
+    splits = training_splits(
         seqs, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
         seed=base.split_seed, log=log,
     )  # fmt: skip
-    for name in ("train", "val"):
-        if len(splits[name]) == 0:
-            raise ActrecError(
-                f"{cfg.cache}: the {name} split is empty; label more videos or fix the split column"
-            )
     pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
     k = cfg.folds
     if k is None:
