@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,11 +34,11 @@ from typing import Any
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from actrec.common.atomic import replacing
 from actrec.common.diskspace import Reservation, is_disk_full
 from actrec.common.errors import CacheError
+from actrec.common.progress import progress as progress_bar
 
 FORMAT_VERSION = 1
 
@@ -668,8 +667,8 @@ def combine(
         root.pop(key, None)
     with (
         _OpenCaches(paths) as caches,
-        tqdm(total=len(owner), desc=f"writing {Path(out).name}", unit="video",
-             disable=not progress, file=sys.stderr, leave=False) as bar,
+        progress_bar(len(owner), f"writing {Path(out).name}", "video", progress,
+                     leave=False) as bar,
     ):  # fmt: skip
         for vid, (ka, ia), (kb, ib) in twins:
             a, b = caches[ka].video(ia), caches[kb].video(ib)

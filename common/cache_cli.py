@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -116,7 +115,7 @@ def merge(shards: tuple[Path, ...], output: Path, force: bool, partial: bool) ->
     if holds is not None:
         root["shard"] = holds
     # a bar only on a terminal: in a log or a pipe it is noise around the one line that counts
-    combine(list(shards), output, attrs=root, progress=sys.stderr.isatty())
+    combine(list(shards), output, attrs=root, progress=True)  # a bar, or log lines off a terminal
     click.echo(summarize(output))
     if holds is not None:
         click.echo(f"partial    holds shards {holds} only (--partial)", err=True)

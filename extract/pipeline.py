@@ -13,18 +13,17 @@ import gc
 import multiprocessing as mp
 import os
 import queue
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from actrec.common.cache import Video
 from actrec.common.device import autocast
 from actrec.common.errors import ActrecError
+from actrec.common.progress import progress as progress_bar
 from actrec.extract.backbones import Backbone
 from actrec.extract.decode import DecodeError, Reader, Resize, Sampling
 from actrec.extract.sources import Item
@@ -91,9 +90,7 @@ def stream_features(
     pending: dict[int, _Pending] = {}
     finished: list[Video] = []
     failed: dict[str, str] = {}
-    bar = tqdm(
-        total=len(items), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True
-    )
+    bar = progress_bar(len(items), "extract", "video", progress, dynamic_ncols=True)
     started, frames_done = time.perf_counter(), 0
 
     def complete(i: int) -> None:
