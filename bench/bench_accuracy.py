@@ -194,8 +194,7 @@ def run_head(cache: Path, head: str, seed: int, overrides: dict, work: Path) -> 
     config = json.loads((run / "config.json").read_text())
     return {
         "accuracy": metrics["accuracy"], "seconds": seconds,
-        "best_step": config.get("best_step", config.get("best_epoch")),
-        "steps": config.get("steps_run", config.get("epochs_run")),
+        "best_step": config["best_step"], "steps": config["steps_run"],
     }  # fmt: skip
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from actrec.temporal.heads import list_heads
-from actrec.temporal.train import AUTO_EPOCHS, EVALUATIONS, MIN_STEPS, TrainConfig
+from actrec.temporal.model import NORMS
+from actrec.temporal.train import AUTO_EPOCHS, EVALUATIONS, MIN_STEPS, SELECT, TrainConfig
 
 _D = TrainConfig()  # the defaults, shown in --help
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -72,7 +73,7 @@ def import_(
 @click.option("--bidirectional/--unidirectional", default=_D.bidirectional, show_default=True,
               help="gru and lstm: read the sequence both ways.")  # fmt: skip
 @click.option("--dropout", default=_D.dropout, show_default=True)
-@click.option("--norm", type=click.Choice(["dataset", "sequence", "both"]), default=_D.norm,
+@click.option("--norm", type=click.Choice(NORMS), default=_D.norm,
               show_default=True,
               help="Input normalisation: the training set's statistics, each sequence's own "
                    "(level and scale removed), or both side by side.")  # fmt: skip
@@ -90,7 +91,7 @@ def import_(
                    "at most one per epoch].")  # fmt: skip
 @click.option("--patience", default=_D.patience, show_default=True,
               help="Validation passes without improvement before stopping; 0 = never.")  # fmt: skip
-@click.option("--select", type=click.Choice(["auto", "best", "last"]), default=_D.select,
+@click.option("--select", type=click.Choice(SELECT), default=_D.select,
               show_default=True,
               help="The weights kept: the best on validation, the last, or auto: the last unless "
                    "the best beats it by more than the validation set's noise.")  # fmt: skip
@@ -120,7 +121,6 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
 
     Example: actrec train feats.h5 --head gru -o runs/gru
     """
-    from actrec.temporal.train import TrainConfig
     from actrec.temporal.train import train as train_run
 
     config = TrainConfig.from_dict({**options, "cache": str(cache), "out": str(output),

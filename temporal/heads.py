@@ -78,6 +78,9 @@ class Head(nn.Module):
         return self.forward_head(self.forward_features(x, mask))
 
 
+_NORM_MIN_DIM = 32  # inputs at least this wide get a LayerNorm after the projection
+
+
 def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     # Embeddings are 512- to 2048-D and sets are small: projecting down first keeps the
     # recurrent/convolutional part small, which is what lets these heads generalise. The
@@ -85,9 +88,6 @@ def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     # normalise each frame's projection to the same size and throw the signal's magnitude away.
     norm = nn.LayerNorm(hidden) if in_dim >= _NORM_MIN_DIM else nn.Identity()
     return nn.Sequential(nn.Linear(in_dim, hidden), norm, nn.GELU(), nn.Dropout(dropout))
-
-
-_NORM_MIN_DIM = 32  # inputs at least this wide get a LayerNorm after the projection
 
 
 class MeanHead(Head):

@@ -22,7 +22,7 @@ class RunFolder:
 
     def __init__(self, out: Path, force: bool) -> None:
         self.out, self.force = Path(out), force
-        stem = self.out.name[:200]  # the hidden names stay within a file name's 255 bytes
+        self._stem = stem = self.out.name[:200]  # hidden names stay within a name's 255 bytes
         self.lock_path = self.out.parent / f".{stem}.lock"
         self.work = self.out.parent / f".{stem}.building-{os.getpid()}"
         self._old = self.out.parent / f".{stem}.old-{os.getpid()}"
@@ -48,7 +48,7 @@ class RunFolder:
             ) from None
         check_replaceable(self.out, self.force)  # again, now that no one else writes it
         # what a killed writer left behind: no one else holds the lock, so none of it is in use
-        for stale in self.out.parent.glob(f"{glob.escape(self.work.name.rsplit('-', 1)[0])}-*"):
+        for stale in self.out.parent.glob(f".{glob.escape(self._stem)}.building-*"):
             shutil.rmtree(stale, ignore_errors=True)
         self.work.mkdir()
         return self.work

@@ -274,12 +274,9 @@ def fit(
         f"{total_steps} steps ({total_steps / per_epoch:.1f} epochs of {per_epoch}), validation "
         f"every {eval_every}, on {device}")  # fmt: skip
 
-    def endless() -> Iterator[tuple[int, torch.Tensor, torch.Tensor, BatchPlan]]:
-        epoch = 0
-        while True:
-            epoch += 1
-            for x, mask, plan in batches(seqs, sampler.plan(generator), cfg.workers):
-                yield epoch, x, mask, plan
+    def endless() -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchPlan]]:
+        while True:  # a new seeded plan for every pass over the training set
+            yield from batches(seqs, sampler.plan(generator), cfg.workers)
 
     # -- the loop -------------------------------------------------------------------------------
     history: list[dict] = []
@@ -295,7 +292,7 @@ def fit(
         for step in range(1, total_steps + 1):
             model.train()
             t_data = time.perf_counter()  # planning counts as batch building
-            epoch, x, mask, plan = next(stream)
+            x, mask, plan = next(stream)
             x, mask = x.to(device), mask.to(device)  # (B, T, D), (B, T)
             y = plan.labels.to(device)  # (B,)
             data_seconds += time.perf_counter() - t_data
