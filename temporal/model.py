@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from actrec import __version__
 from actrec.common.errors import ActrecError
 from actrec.temporal.heads import Head, create_head
 
@@ -130,6 +131,7 @@ def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
         "delta": model.delta,
         "max_len": model.max_len,
         "norm": model.norm,
+        "actrec_version": __version__,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(body, tmp)
@@ -164,7 +166,14 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         # runs from before these options never pooled and normalised by the training set only
         ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
     )  # fmt: skip
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # the head's layers changed between versions
+        raise ActrecError(
+            f"{path}: its {ckpt['head']!r} weights do not fit this version's {ckpt['head']!r} head "
+            f"(made by actrec {ckpt.get('actrec_version', 'before 0.2')}); retrain it: the run's "
+            "config.json holds every option `actrec train` needs"
+        ) from e
     device = torch.device(device)
     model.to(device).eval()
     config_file = run_dir / "config.json"

@@ -50,7 +50,7 @@ PER_HEAD = {
     "mean": {},
     "gru": {"hidden": HIDDEN, "layers": Choice((1, 2)), "bidirectional": Choice((False, True))},
     "lstm": {"hidden": HIDDEN, "layers": Choice((1, 2)), "bidirectional": Choice((False, True))},
-    "tcn": {"hidden": HIDDEN, "layers": Choice((2, 3, 4, 5))},  # blocks: 7, 15, 31, 63 steps seen
+    "tcn": {"hidden": HIDDEN, "layers": Choice((2, 3, 4, 5))},  # blocks: 19, 43, 91, 187 steps seen
     "transformer": {"hidden": HIDDEN, "layers": Choice((1, 2, 3))},
 }
 # `train`'s own value where a head's default is not TrainConfig's (layers=None: the head's own)

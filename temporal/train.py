@@ -76,7 +76,7 @@ class TrainConfig(StrictConfig):
         None  # recurrent layers / TCN blocks / encoder layers; None = head's default
     )
     bidirectional: bool = False  # gru, lstm
-    dropout: float = 0.3
+    dropout: float = 0.1  # in the projection, between blocks, before the classifier
     norm: str = "both"  # input normalisation: dataset statistics, each sequence's own, or both
     delta: bool = False  # add differences between neighbouring frames to the input
     clip_len: int = 0  # frames per random training window; 0 = whole sequences
