@@ -175,7 +175,7 @@ def bare_epoch_seconds(seqs, head: str, n_train: int) -> float:
     xs = [torch.randn(BATCH, CLIP, DIM) for _ in range(8)]  # cycled: the data costs nothing
     ys = [torch.randint(0, CLASSES, (BATCH,)) for _ in range(8)]
     steps = -(-n_train // BATCH)
-    for epoch in range(2):  # the first pass warms up, the second is timed
+    for _pass in range(2):  # the first pass warms up, the second is timed
         t0 = time.perf_counter()
         for i in range(steps):
             out, _ = rnn(proj(xs[i % 8]))
