@@ -104,9 +104,7 @@ class InputProjection(nn.Module):
         self.lags = LAGS if wide and hidden >= 4 * len(LAGS) else ()
         learned = hidden - len(self.lags)
         norm = nn.LayerNorm(learned) if wide else nn.Identity()
-        self.proj = nn.Sequential(
-            nn.Linear(in_dim, learned), norm, nn.GELU(), nn.Dropout(dropout)
-        )
+        self.proj = nn.Sequential(nn.Linear(in_dim, learned), norm, nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.proj(x)  # (B, T, hidden - lags)

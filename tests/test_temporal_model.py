@@ -57,7 +57,9 @@ def test_unpacked_final_state_equals_packed(cell):
     mask = torch.arange(6)[None] < lengths[:, None]
     with torch.no_grad():
         ours = head.forward_features(x, mask)  # (B, H)
-        packed = pack_padded_sequence(head.proj(x, mask), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            head.proj(x, mask), lengths, batch_first=True, enforce_sorted=False
+        )
         _, state = head.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state
     torch.testing.assert_close(ours, h_n[-1], atol=1e-6, rtol=1e-5)
