@@ -2,14 +2,17 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from sklearn import metrics as skm
 
 from actrec.cli import main
 from actrec.common.cache import Video, open_cache, write_cache
+from actrec.common.errors import ActrecError
 from actrec.temporal import (
     TrainConfig,
     compute_metrics,
@@ -225,6 +228,20 @@ def test_reloaded_checkpoint_gives_the_same_predictions(gru_run, order_cache):
             expected = [float(row[f"p_{name}"]) for name in run.classes]
             np.testing.assert_allclose(p, expected, atol=2e-6)
     assert evaluate_run(gru_run) == read_metrics(gru_run)
+
+
+def test_a_run_whose_head_changed_since_is_one_line(gru_run, tmp_path):
+    old = tmp_path / "old_run"
+    shutil.copytree(gru_run, old)
+    ckpt = torch.load(old / "model.pt", weights_only=True)
+    ckpt.pop("actrec_version")
+    ckpt["state_dict"] = {k.replace("head.proj.proj.", "head.proj."): v
+                          for k, v in ckpt["state_dict"].items()}  # fmt: skip
+    torch.save(ckpt, old / "model.pt")
+    with pytest.raises(
+        ActrecError, match="do not fit this version's 'gru' head.*before 0.2.*retrain"
+    ):
+        load_run(old)
 
 
 def test_predict_timeline_places_windows_at_their_centres(gru_run):

@@ -78,3 +78,49 @@ def test_the_last_weights_are_kept_unless_the_best_is_clearly_better():
     assert choose_checkpoint("last", _history([0.5, 0.9, 0.8]), 20, 1000, False) == 30
     # an interrupted run has no evaluated last weights: the best
     assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 7, True) == 20
+
+
+def test_frame_similarity_is_the_cosine_with_earlier_frames():
+    from actrec.temporal.heads import frame_similarity
+
+    e = torch.eye(3)
+    # frames a, 2a, b, -a, padding: lag 1 -> 0, 1, 0, 0, 0; lag 2 -> 0, 0, 0, -1, 0
+    x = torch.stack([e[0], 2 * e[0], e[1], -e[0], 5 * e[0]])[None]  # (1, 5, 3)
+    mask = torch.tensor([[True, True, True, True, False]])
+    sim = frame_similarity(x, mask, (1, 2, 8))  # a lag past the end gives zeros
+    assert sim.shape == (1, 5, 3)
+    torch.testing.assert_close(sim[0, :, 0], torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(sim[0, :, 1], torch.tensor([0.0, 0.0, 0.0, -1.0, 0.0]))
+    assert float(sim[0, :, 2].abs().max()) == 0.0
+    # a scene's look does not enter: the same motion in other directions gives the same channels
+    q, _ = torch.linalg.qr(torch.randn(3, 3))
+    torch.testing.assert_close(frame_similarity(x @ q, mask, (1, 2)), sim[..., :2])
+
+
+def test_similarity_channels_only_for_embeddings():
+    from actrec.temporal.heads import LAGS, InputProjection
+
+    wide, narrow = InputProjection(64, 32, 0.0), InputProjection(2, 32, 0.0)
+    assert wide.lags == LAGS and narrow.lags == ()
+    x, mask = torch.randn(2, 7, 64), torch.ones(2, 7, dtype=torch.bool)
+    assert wide(x, mask).shape == (2, 7, 32) == narrow(x[..., :2], mask).shape
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tcn_features_do_not_depend_on_padding(training):
+    from actrec.temporal.heads import create_head
+
+    torch.manual_seed(0)
+    head = create_head("tcn", in_dim=40, num_classes=3, hidden=16, dropout=0.0)
+    x = torch.randn(3, 9, 40)
+    mask = torch.arange(9)[None] < torch.tensor([9, 4, 6])[:, None]
+    with torch.no_grad():
+        head.train()
+        for _ in range(3):  # move the running statistics away from their start
+            head(x, mask)
+        head.train(training)  # training: the batch's statistics; eval: the running ones
+        a = head.forward_features(x, mask)
+        x_padded = torch.cat([x, torch.randn(3, 5, 40) * 100], 1)  # longer, with loud padding
+        mask_padded = torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], 1)
+        b = head.forward_features(x_padded, mask_padded)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
