@@ -189,7 +189,10 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm over the channels of (B, H, T) whose batch statistics count real frames only, so
     that padding changes neither the statistics nor the features of real frames."""
 
-    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (B, H, T), (B, 1, T)
+    def forward(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        # x (B, H, T); m (B, 1, T), or None where every frame is real (torch's own batch norm)
+        if m is None:
+            return super().forward(x)
         if self.training:
             n = m.sum().clamp_min(2)
             mean = (x * m).sum((0, 2)) / n  # (H,)
@@ -226,8 +229,13 @@ class TCNHead(Head):
         self.block_drop = nn.Dropout(dropout)
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x, mask).transpose(1, 2)  # (B, H, T)
+        if bool(mask.all()):  # sequences of one length, the usual case: no masking to do
+            for conv, norm in zip(self.convs, self.norms, strict=True):
+                h = h + self.block_drop(self.act(norm(conv(h), None)))  # (B, H, T)
+            return torch.cat([h.mean(2), h.amax(2)], 1)  # (B, 2H)
         m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        h = self.proj(x, mask).transpose(1, 2) * m  # (B, H, T)
+        h = h * m
         for conv, norm in zip(self.convs, self.norms, strict=True):
             # padding must stay zero, or a short sequence would see its batch's longest length
             h = (h + self.block_drop(self.act(norm(conv(h), m)))) * m  # (B, H, T)

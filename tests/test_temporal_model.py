@@ -123,4 +123,8 @@ def test_tcn_features_do_not_depend_on_padding(training):
         x_padded = torch.cat([x, torch.randn(3, 5, 40) * 100], 1)  # longer, with loud padding
         mask_padded = torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], 1)
         b = head.forward_features(x_padded, mask_padded)
+        # sequences of one length take a path without masks: it must agree with the masked one
+        full = head.forward_features(x, torch.ones(3, 9, dtype=torch.bool))
+        full_padded = head.forward_features(x_padded, mask_padded | (torch.arange(14) < 9))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full, full_padded, atol=1e-5, rtol=1e-5)
