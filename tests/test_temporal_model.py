@@ -80,21 +80,26 @@ def test_the_last_weights_are_kept_unless_the_best_is_clearly_better():
     assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 7, True) == 20
 
 
-def test_frame_similarity_is_the_cosine_with_earlier_frames():
+def test_frame_similarity_is_the_cosine_of_centred_frames():
     from actrec.temporal.heads import frame_similarity
 
-    e = torch.eye(3)
-    # frames a, 2a, b, -a, padding: lag 1 -> 0, 1, 0, 0, 0; lag 2 -> 0, 0, 0, -1, 0
-    x = torch.stack([e[0], 2 * e[0], e[1], -e[0], 5 * e[0]])[None]  # (1, 5, 3)
-    mask = torch.tensor([[True, True, True, True, False]])
-    sim = frame_similarity(x, mask, (1, 2, 8))  # a lag past the end gives zeros
-    assert sim.shape == (1, 5, 3)
-    torch.testing.assert_close(sim[0, :, 0], torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]))
-    torch.testing.assert_close(sim[0, :, 1], torch.tensor([0.0, 0.0, 0.0, -1.0, 0.0]))
-    assert float(sim[0, :, 2].abs().max()) == 0.0
-    # a scene's look does not enter: the same motion in other directions gives the same channels
-    q, _ = torch.linalg.qr(torch.randn(3, 3))
-    torch.testing.assert_close(frame_similarity(x @ q, mask, (1, 2)), sim[..., :2])
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5)
+    mask = torch.arange(6)[None] < torch.tensor([6, 4])[:, None]
+    x[1, 4:] = 1e3  # loud padding
+    sim = frame_similarity(x, mask, (1, 2, 9))  # a lag past the end gives zeros
+    assert sim.shape == (2, 6, 3)
+    for b, n in ((0, 6), (1, 4)):
+        c = x[b, :n] - x[b, :n].mean(0)  # the real frames, centred
+        for j, lag in enumerate((1, 2)):
+            expected = torch.zeros(6)
+            expected[lag:n] = torch.nn.functional.cosine_similarity(c[lag:], c[:-lag], dim=-1)
+            torch.testing.assert_close(sim[b, :, j], expected)
+    assert float(sim[..., 2].abs().max()) == 0.0
+    # what a scene adds to every frame, and the directions its frames change in, do not enter
+    q, _ = torch.linalg.qr(torch.randn(5, 5))
+    moved = x @ q + 3 * torch.randn(2, 1, 5)
+    torch.testing.assert_close(frame_similarity(moved, mask, (1, 2)), sim[..., :2])
 
 
 def test_similarity_channels_only_for_embeddings():
