@@ -241,10 +241,10 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def _run_one(job: tuple) -> dict:
-    cache, head, seed, overrides, work = job
+    cache, head, seed, overrides, work, threads = job
     import torch
 
-    torch.set_num_threads(1)  # one core per job: small heads scale poorly over threads
+    torch.set_num_threads(threads)  # one core per job by default: small heads scale poorly
     return run_head(Path(cache), head, seed, overrides, Path(work))
 
 
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default=",".join((*UCR_SETS, "footage")))
     p.add_argument("--heads", default=",".join(HEADS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--jobs", type=int, default=2, help="Trainings at once, one core each.")
+    p.add_argument("--jobs", type=int, default=2, help="Trainings at once.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads per training.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--work", type=Path, default=RESULTS / "accuracy_caches",
                    help="Where the imported caches and the footage features are kept.")  # fmt: skip
@@ -262,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.overrides)
     args.work.mkdir(parents=True, exist_ok=True)
     sets, heads = args.sets.split(","), [h for h in args.heads.split(",") if h]
-    results: dict = {"overrides": overrides, "seeds": args.seeds, "jobs": args.jobs, "sets": {}}
+    results: dict = {
+        "overrides": overrides, "seeds": args.seeds, "jobs": args.jobs, "threads": args.threads,
+        "sets": {},
+    }  # fmt: skip
     header = f"{'set':<22} {'baseline':>9} {'1-NN DTW':>9} " + " ".join(f"{h:>13}" for h in heads)
     header += "  seconds"
     print(header)
@@ -273,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             base = order_statistic(cache) if name == "footage" else one_nn_euclidean(cache)
             dtw = None if name == "footage" else one_nn_dtw(cache)
             row = {"baseline": base, "dtw": dtw, "published": PUBLISHED.get(name), "heads": {}}
-            jobs = [(str(cache), h, s, overrides, tmp) for h in heads for s in range(args.seeds)]
+            jobs = [
+                (str(cache), h, s, overrides, tmp, args.threads)
+                for h in heads
+                for s in range(args.seeds)
+            ]
             done = iter(pool.map(_run_one, jobs, chunksize=1))
             cells, secs = [], []
             for head in heads:
