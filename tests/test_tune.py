@@ -52,7 +52,7 @@ def test_tune_picks_an_order_aware_head_over_mean(tuned):
         ("gru", "true"),
         ("mean", "true"),
     ]
-    assert rows[0]["lr"] == "0.001" and rows[1]["dropout"] == "0.3"
+    assert rows[0]["lr"] == "0.001" and rows[1]["dropout"] == "0.1"
     scores = {r["trial"]: float(r["score"]) for r in rows}
     best = max(rows, key=lambda r: float(r["score"]))
     assert best["head"] == "gru" and float(best["score"]) >= 0.9
