@@ -406,9 +406,11 @@ def choose_checkpoint(
     """The step whose weights the run keeps: the best on validation, or the last.
 
     ``auto`` keeps the last unless the best beats it on validation by more than the noise of a
-    validation set that size (two standard errors of an accuracy). On real sets of a few dozen
-    sequences, the best of 40 passes on 7 validation items was a lucky draw more often than a
-    better model; on thousands it is a real difference. An interrupted run keeps the best.
+    validation set that size. On real sets of a few dozen sequences, the best of 40 passes on 7
+    validation items was a lucky draw more often than a better model; on thousands it is a real
+    difference. The best of K passes is the maximum of K noisy scores, about sqrt(2 ln K)
+    standard errors above what its weights are worth, so the margin is that many standard errors
+    (at least two). An interrupted run keeps the best.
     """
     final = history[-1]
     if select == "best" or interrupted or best_step < 0:
@@ -417,7 +419,8 @@ def choose_checkpoint(
         return final["step"]
     best = next(r for r in history if r["step"] == best_step)
     p = (best["val_accuracy"] + final["val_accuracy"]) / 2
-    noise = max(2 * math.sqrt(p * (1 - p) / max(n_val, 1)), 1 / max(n_val, 1))
+    z = max(2.0, math.sqrt(2 * math.log(len(history))))
+    noise = max(z * math.sqrt(p * (1 - p) / max(n_val, 1)), 1 / max(n_val, 1))
     return best_step if best["val_accuracy"] - final["val_accuracy"] > noise else final["step"]
 
 

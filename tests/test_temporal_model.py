@@ -76,6 +76,10 @@ def test_the_last_weights_are_kept_unless_the_best_is_clearly_better():
     assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 1000, False) == 20
     assert choose_checkpoint("best", _history([0.5, 1.0, 0.857]), 20, 7, False) == 20
     assert choose_checkpoint("last", _history([0.5, 0.9, 0.8]), 20, 1000, False) == 30
+    # 10 items, the best of 40 passes: 1.0 against 0.8 is within what picking a maximum adds
+    assert choose_checkpoint("auto", _history([1.0] + [0.8] * 39), 10, 10, False) == 400
+    # ... while over 3 passes it is not
+    assert choose_checkpoint("auto", _history([0.5, 1.0, 0.7]), 20, 10, False) == 20
     # an interrupted run has no evaluated last weights: the best
     assert choose_checkpoint("auto", _history([0.5, 0.9, 0.8]), 20, 7, True) == 20
 
