@@ -300,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
                   + "  " + "/".join(secs), flush=True)  # fmt: skip
     ucr = [n for n in sets if n in PUBLISHED]
     if ucr:
+        results["ucr_mean"] = {}
         for head in heads:
             m = statistics.mean(results["sets"][n]["heads"][head]["mean"] for n in ucr)
-            results.setdefault("ucr_mean", {})[head] = m
+            results["ucr_mean"][head] = m
         results["ucr_mean"]["published"] = statistics.mean(PUBLISHED[n] for n in ucr)
         results["ucr_mean"]["baseline"] = statistics.mean(
             results["sets"][n]["baseline"] for n in ucr
