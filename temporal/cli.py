@@ -67,12 +67,18 @@ def import_(
               help="Fraction of the steps spent warming up, then cosine decay to lr/100.")  # fmt: skip
 @click.option("--batch-size", default=_D.batch_size, show_default=True, help="Sequences per step.")
 @click.option("--hidden", default=_D.hidden, show_default=True,
-              help="Width after the input projection.")  # fmt: skip
+              help="Width after the input projection (for embeddings, 3 of these channels are "
+                   "frame-to-frame similarities).")  # fmt: skip
 @click.option("--layers", type=int, default=None,
               help="Recurrent layers / TCN blocks / encoder layers [default: the head's own].")  # fmt: skip
 @click.option("--bidirectional/--unidirectional", default=_D.bidirectional, show_default=True,
               help="gru and lstm: read the sequence both ways.")  # fmt: skip
-@click.option("--dropout", default=_D.dropout, show_default=True)
+@click.option(
+    "--dropout",
+    default=_D.dropout,
+    show_default=True,
+    help="In the projection, between blocks and before the classifier.",
+)
 @click.option("--norm", type=click.Choice(NORMS), default=_D.norm,
               show_default=True,
               help="Input normalisation: the training set's statistics, each sequence's own "
