@@ -43,7 +43,12 @@ from actrec.temporal.heads import list_heads
 from actrec.temporal.runfolder import check_replaceable
 from actrec.temporal.search_space import COMMON, Choice, Range, defaults, space
 from actrec.temporal.train import TrainConfig, fit, train
-from actrec.temporal.tune_report import trial_rows, write_trials_csv, write_tune_leaderboard
+from actrec.temporal.tune_report import (
+    setting_text,
+    trial_rows,
+    write_trials_csv,
+    write_tune_leaderboard,
+)
 
 # Cross-validation is the default below this many labelled sequences outside test: there a
 # validation split of 15% holds fewer than 150, whose accuracy has a standard error of 3 to 4
@@ -391,7 +396,7 @@ def _suggest(trial, key: str, dist: Range | Choice):
 
 def _trial_line(trial, study, total: int | None) -> str:
     settings = trial.user_attrs.get("settings", {})
-    shown = "  ".join(f"{k}={_fmt(v)}" for k, v in settings.items() if k != "head")
+    shown = "  ".join(f"{k}={setting_text(v)}" for k, v in settings.items() if k != "head")
     number = f"trial {trial.number + 1}" + (f"/{total}" if total else "")
     head = settings.get("head", trial.params.get("head", "?"))
     state = trial.state.name
@@ -413,14 +418,6 @@ def _trial_line(trial, study, total: int | None) -> str:
         top = max(done, key=lambda t: (t.value, -t.user_attrs.get("val_loss", math.inf)))
         best = f"  best {top.value:.3f} (trial {top.number + 1})"
     return f"{number}  {head:<11} {shown}  {what}  {seconds:.0f} s{best}"
-
-
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 _NOT_COMPARED = {"out", "force", "progress", "device", "lazy", "workers"}

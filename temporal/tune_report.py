@@ -69,7 +69,7 @@ def write_trials_csv(rows: list[dict], path: Path) -> Path:
         w.writerow(header)
         for r in rows:
             w.writerow([
-                r["trial"], r["state"], *[_cell(r["settings"].get(k, "")) for k in names],
+                r["trial"], r["state"], *[setting_text(r["settings"].get(k, "")) for k in names],
                 _num(r["score"]), _num(r["score_std"]), ";".join(f"{s:.4f}" for s in r["scores"]),
                 _num(r["val_loss"]), _num(r["seconds"], 1),
                 r["started"].isoformat(timespec="seconds") if r["started"] else "",
@@ -82,7 +82,8 @@ def _num(value, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _cell(value) -> str:
+def setting_text(value) -> str:
+    """A setting as trials.csv, the leaderboard and the progress lines show it."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
@@ -115,7 +116,7 @@ def leaderboard_table(rows: list[dict]) -> tuple[list[str], list[list]]:
         mark = " (train's defaults)" if r["train_defaults"] else ""
         body.append([
             i + 1, f"{r['trial']}{mark}",
-            *[_cell(r["settings"][k]) if k in r["settings"] else "–" for k in names],
+            *[setting_text(r["settings"][k]) if k in r["settings"] else "–" for k in names],
             f"{r['score']:.4f}{spread}", _num(r["val_loss"]), len(r["scores"]),
             _num(r["seconds"], 0),
         ])  # fmt: skip
