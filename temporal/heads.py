@@ -237,16 +237,13 @@ class TCNHead(Head):
         self.block_drop = nn.Dropout(dropout)
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.proj(x, mask).transpose(1, 2)  # (B, H, T)
-        if bool(mask.all()):  # sequences of one length, the usual case: no masking to do
-            for conv, norm in zip(self.convs, self.norms, strict=True):
-                h = h + self.block_drop(self.act(norm(conv(h), None)))  # (B, H, T)
-            return torch.cat([h.mean(2), h.amax(2)], 1)  # (B, 2H)
         m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        h = h * m
+        # sequences of one length, the usual case: torch's own batch norm, no masked statistics
+        norm_mask = None if bool(mask.all()) else m
+        h = self.proj(x, mask).transpose(1, 2) * m  # (B, H, T)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             # padding must stay zero, or a short sequence would see its batch's longest length
-            h = (h + self.block_drop(self.act(norm(conv(h), m)))) * m  # (B, H, T)
+            h = (h + self.block_drop(self.act(norm(conv(h), norm_mask)))) * m  # (B, H, T)
         mean = h.sum(2) / m.sum(2)  # (B, H)
         peak = h.masked_fill(m == 0, float("-inf")).amax(2)  # (B, H)
         return torch.cat([mean, peak], 1)  # (B, 2H)
