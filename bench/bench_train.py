@@ -197,7 +197,7 @@ def ours_epoch(cache: Path, head: str, workdir: Path) -> dict:
     run = train(cfg, log=lambda m: None)
     per_epoch = json.loads((run / "config.json").read_text())["steps_per_epoch"]
     with open(run / "history.csv") as fh:
-        rows = [r for r in csv.DictReader(fh)]
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and int(rows[0]["step"]) == per_epoch, "expected one row per pass"
     first, second = rows
     step = float(second["train_seconds"])
