@@ -174,10 +174,14 @@ def run_model_ceiling(
 def run_decoder_ceiling(source: Path, backbone: str, workers: int) -> float:
     net = load_backbone(backbone, "none", input_size=SIZE)
     items = find_items(source)
-    frames, start = 0, time.perf_counter()
+    frames, failed, start = 0, [], time.perf_counter()
     for msg in _worker_messages(items, Sampling(), net.resize, workers):
         if msg[0] == "frames":
             frames += len(msg[2])
+        elif msg[0] == "failed":
+            failed.append(msg[2])
+    if failed:  # a ceiling over fewer videos than the other columns would compare nothing
+        raise SystemExit(f"decoding failed for {len(failed)} of {len(items)} videos: {failed[0]}")
     return frames / (time.perf_counter() - start)
 
 

@@ -16,6 +16,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
 site=/tmp/actrec-site
+rm -rf "$site"  # a warm machine keeps the last call's install, which pip would not replace
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
 export PYTHONPATH=$site

@@ -35,6 +35,10 @@ from actrec.extract.sources import Item, frame_files
 
 REORDER_WINDOW = 16  # frames held back to put timestamps in order: H.264 reorders at most 16
 
+# Metadata that is not UTF-8 must not make a video unreadable. PyAV before 19 decodes it strictly
+# unless told to ignore errors; PyAV 19 dropped the option (av.open refuses it).
+_OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
 
 class DecodeError(Exception):
     """An item that cannot be read: recorded under /failed with this message, the run goes on."""
@@ -208,7 +212,7 @@ class Reader:
         if path.is_file() and path.stat().st_size == 0:
             raise DecodeError("empty file")
         try:
-            container = av.open(str(path), metadata_errors="ignore")
+            container = av.open(str(path), **_OPEN_OPTIONS)
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise DecodeError(f"not a readable video ({_reason(e)})") from None
         if not container.streams.video:
@@ -382,7 +386,9 @@ def _short(have: int, expected: int) -> bool:
 def upright(frame: av.VideoFrame) -> av.VideoFrame:
     """The frame as players show it: its display matrix (rotation in multiples of 90 degrees,
     mirroring) applied; the frame itself where it has none, or the identity."""
-    for data in frame.side_data:
+    for entry in frame.side_data:
+        # PyAV 19 iterates the kinds of side data a frame holds, earlier versions the data itself
+        data = entry if hasattr(entry, "type") else frame.side_data[entry]
         if data.type.name == "DISPLAYMATRIX":
             turns, mirrored = orientation(struct.unpack("9i", bytes(data)))
             break
