@@ -87,8 +87,9 @@ def import_(
               help="Add differences between neighbouring steps to the input.")  # fmt: skip
 @click.option("--clip-len", default=_D.clip_len, show_default=True,
               help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
-@click.option("--max-len", default=_D.max_len, show_default=True,
-              help="Longer sequences are averaged over this many equal segments; 0 = never.")  # fmt: skip
+@click.option("--max-len", type=click.IntRange(min=0), default=None,
+              help="Longer sequences are averaged over this many equal segments; 0 = never "
+                   "[default: 256 for tcn, 128 for the other heads].")  # fmt: skip
 @click.option("--eval-windows", default=_D.eval_windows, show_default=True,
               help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
 @click.option("--label-smoothing", default=_D.label_smoothing, show_default=True)

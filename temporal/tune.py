@@ -272,7 +272,8 @@ def _open_study(optuna, cfg: TuneConfig, setup: dict):
         # user without it would get, and every head is tried at least once
         longest = setup["longest"]
         for head in cfg.heads:
-            start = defaults(head, longest, asdict(TrainConfig()))
+            own = TrainConfig(head=head)
+            start = defaults(head, longest, {**asdict(own), "max_len": own.max_len_used()})
             searched = space(head, longest)
             study.enqueue_trial(
                 {"head": head, **{_key(head, n): v for n, v in start.items()

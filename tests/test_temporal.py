@@ -432,6 +432,16 @@ def test_unknown_head(order_cache, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_max_len_is_the_heads_own_unless_given(gru_run):
+    assert TrainConfig(head="tcn").max_len_used() == 256
+    assert TrainConfig(head="gru").max_len_used() == 128
+    assert TrainConfig(head="tcn", max_len=0).max_len_used() == 0  # 0 = never averaged
+    assert json.loads((gru_run / "config.json").read_text())["max_len_used"] == 128
+    assert load_run(gru_run).model.max_len == 128
+    with pytest.raises(ActrecError, match="max_len"):
+        TrainConfig(cache="c.h5", out="r", max_len=-1).check()
+
+
 def test_unknown_config_key():
     with pytest.raises(Exception, match="unknown training options: hiden; known: "):
         TrainConfig.from_dict({"hiden": 3})
