@@ -233,6 +233,8 @@ def leaderboard(run_dirs: list[str | os.PathLike]) -> list[dict]:
     for d in _unique(run_dirs):
         config, metrics, _ = _read_run(d)
         settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+        if "max_len_used" in settings:  # the length a run used, given or the head's own
+            settings["max_len"] = settings.pop("max_len_used")
         groups.setdefault(json.dumps(settings, sort_keys=True, default=str), []).append(
             (d, config, metrics)
         )

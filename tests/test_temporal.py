@@ -442,6 +442,13 @@ def test_max_len_is_the_heads_own_unless_given(gru_run):
         TrainConfig(cache="c.h5", out="r", max_len=-1).check()
 
 
+def test_a_given_max_len_equal_to_the_heads_own_is_the_same_setting(gru_run, order_cache, tmp_path):
+    cfg = TrainConfig(cache=str(order_cache), out=str(tmp_path / "g"), head="gru", max_len=128,
+                      seed=1, **FAST)  # fmt: skip
+    rows = leaderboard([gru_run, train(cfg)])
+    assert len(rows) == 1 and len(rows[0]["runs"]) == 2  # one experiment over two seeds
+
+
 def test_unknown_config_key():
     with pytest.raises(Exception, match="unknown training options: hiden; known: "):
         TrainConfig.from_dict({"hiden": 3})
