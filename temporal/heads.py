@@ -122,10 +122,9 @@ def frame_similarity(x: torch.Tensor, mask: torch.Tensor, lags: tuple[int, ...])
     of one clip look alike and the channels say little. Centred, they measure how much of what
     changes persists from one step to the next.
     """
-    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    centred = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)) * m  # (B, T, D)
+    m = mask.to(x.dtype)  # (B, T)
+    centred = (x - masked_mean(x, mask).unsqueeze(1)) * m.unsqueeze(-1)  # (B, T, D)
     unit = nn.functional.normalize(centred, dim=-1)  # (B, T, D)
-    m = m.squeeze(-1)  # (B, T)
     out = []
     for lag in lags:
         if lag >= x.shape[1]:
