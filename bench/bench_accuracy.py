@@ -139,6 +139,11 @@ def _splits(path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         return xs, np.asarray(c.index.label), np.asarray(c.index.split)
 
 
+def _znorm(x: np.ndarray) -> np.ndarray:
+    """Each channel of a (T, D) series to zero mean and unit spread."""
+    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+
+
 def one_nn_euclidean(path: Path) -> float:
     """1-NN, Euclidean distance, each series z-normalised per channel and resampled to the
     longest (the archive's convention for its equal-length baselines)."""
@@ -146,7 +151,7 @@ def one_nn_euclidean(path: Path) -> float:
     t = max(len(x) for x in xs)
 
     def prep(x: np.ndarray) -> np.ndarray:
-        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)  # (T, D)
+        x = _znorm(x)  # (T, D)
         grid = np.linspace(0, len(x) - 1, t)
         return np.stack([np.interp(grid, np.arange(len(x)), x[:, d]) for d in range(x.shape[1])], 1)
 
@@ -167,7 +172,7 @@ def one_nn_dtw(path: Path) -> float | None:
     xs, y, split = _splits(path)
     if any(x.shape[1] != 1 for x in xs):
         return None  # univariate only: the seven sets are
-    z = [np.ascontiguousarray((x[:, 0] - x.mean()) / max(x.std(), 1e-8)) for x in xs]
+    z = [np.ascontiguousarray(_znorm(x)[:, 0]) for x in xs]
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     series = [z[i] for i in test] + [z[i] for i in train]
     block = ((0, len(test)), (len(test), len(series)))  # test rows against train columns

@@ -290,8 +290,8 @@ def main() -> None:
     )
     results["goals_met"] = goal
     print(
-        "\ngoals (batch building < 10% of a gru and an lstm step, data path >= 10x naive, gru and lstm within "
-        f"1.2x of the bare loop): {'met' if goal else 'NOT met'}"
+        "\ngoals (batch building < 10% of a gru and an lstm step, data path >= 10x naive, gru "
+        f"and lstm within 1.2x of the bare loop): {'met' if goal else 'NOT met'}"
     )
     (RESULTS / "train.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS / 'train.json'}")
