@@ -19,7 +19,7 @@ from torch import nn
 
 from actrec import __version__
 from actrec.common.errors import ActrecError
-from actrec.temporal.heads import Head, create_head
+from actrec.temporal.heads import Head, create_head, pool_time
 
 NORMS = ("dataset", "sequence", "both")
 
@@ -35,8 +35,8 @@ class TemporalModel(nn.Module):
 
     Features are normalised with the training set's statistics (``norm="dataset"``), by each
     sequence's own (``"sequence"``), or both side by side (``"both"``); long sequences are
-    averaged down to ``max_len`` steps; ``delta`` adds the differences between neighbouring
-    steps of each view.
+    averaged down to ``max_len`` steps (for series, by the head after its first filters);
+    ``delta`` adds the differences between neighbouring steps of each view.
     """
 
     def __init__(
@@ -55,7 +55,8 @@ class TemporalModel(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).float()  # (B, T, 1)
         x = (x.float() - self.mean) / self.std * m  # (B, T, D) float32 whatever the cache's dtype
-        x, mask = pool_time(x, mask, self.max_len)
+        if not getattr(self.head, "pools_time", False):  # a head that filters series first pools them itself
+            x, mask = pool_time(x, mask, self.max_len)
         views = []
         if self.norm in ("dataset", "both"):
             views.append(x)
@@ -89,36 +90,13 @@ def differences(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(x[:, :1]), d], 1)
 
 
-def pool_time(
-    x: torch.Tensor, mask: torch.Tensor, max_len: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences longer than ``max_len`` averaged over ``max_len`` equal segments of their own
-    length; shorter ones unchanged. (B, T, F), (B, T) -> (B, T', F), (B, T') with T' <= max_len.
-
-    The whole sequence stays in view at a bounded cost (TSN's segments, averaged rather than
-    sampled, so that training and evaluation see the same input). ``max_len`` 0 = never.
-    """
-    b, t, f = x.shape
-    if max_len <= 0 or t <= max_len:
-        return x, mask
-    lengths = mask.sum(1)  # (B,)
-    out_len = lengths.clamp(max=max_len)  # (B,)
-    steps = torch.arange(t, device=x.device)  # (T,)
-    segment = steps.unsqueeze(0) * out_len.unsqueeze(1) // lengths.clamp_min(1).unsqueeze(1)
-    segment = torch.where(mask, segment, max_len)  # (B, T); padding into a spare slot
-    sums = x.new_zeros(b, max_len + 1, f).scatter_add_(
-        1, segment.unsqueeze(-1).expand(-1, -1, f), x
-    )  # (B, max_len + 1, F)
-    counts = x.new_zeros(b, max_len + 1).scatter_add_(1, segment, mask.to(x.dtype))
-    pooled = sums[:, :max_len] / counts[:, :max_len].clamp_min(1).unsqueeze(-1)
-    return pooled, torch.arange(max_len, device=x.device).unsqueeze(0) < out_len.unsqueeze(1)
-
-
 def build_model(
     head: str, head_kwargs: dict, mean: torch.Tensor, std: torch.Tensor, delta: bool,
     max_len: int = 0, norm: str = "dataset",
 ) -> TemporalModel:  # fmt: skip
-    return TemporalModel(create_head(head, **head_kwargs), mean, std, delta, max_len, norm)
+    # max_len is the model's option, not one of the head's own: a head over series uses it too
+    head_module = create_head(head, **head_kwargs, max_len=max_len)
+    return TemporalModel(head_module, mean, std, delta, max_len, norm)
 
 
 def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from actrec.temporal.model import differences, pool_time, standardise_sequences
+from actrec.temporal.heads import pool_time
+from actrec.temporal.model import differences, standardise_sequences
 from actrec.temporal.train import choose_checkpoint
 
 
@@ -58,7 +59,7 @@ def test_unpacked_final_state_equals_packed(cell):
     with torch.no_grad():
         ours = head.forward_features(x, mask)  # (B, H)
         packed = pack_padded_sequence(
-            head.proj(x, mask), lengths, batch_first=True, enforce_sorted=False
+            head.proj(x, mask)[0], lengths, batch_first=True, enforce_sorted=False
         )
         _, state = head.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state
@@ -112,7 +113,66 @@ def test_similarity_channels_only_for_embeddings():
     wide, narrow = InputProjection(64, 32, 0.0), InputProjection(2, 32, 0.0)
     assert wide.lags == LAGS and narrow.lags == ()
     x, mask = torch.randn(2, 7, 64), torch.ones(2, 7, dtype=torch.bool)
-    assert wide(x, mask).shape == (2, 7, 32) == narrow(x[..., :2], mask).shape
+    assert wide(x, mask)[0].shape == (2, 7, 32) == narrow(x[..., :2], mask)[0].shape
+
+
+def test_pool_time_over_either_axis():
+    torch.manual_seed(0)
+    x = torch.randn(3, 11, 4)  # (B, T, F)
+    mask = torch.arange(11)[None] < torch.tensor([11, 7, 3])[:, None]
+    a, mask_a = pool_time(x, mask, 5)
+    b, mask_b = pool_time(x.transpose(1, 2), mask, 5, dim=2)  # (B, F, T)
+    torch.testing.assert_close(a, b.transpose(1, 2))
+    assert torch.equal(mask_a, mask_b)
+
+
+def test_series_are_filtered_at_full_resolution_before_averaging():
+    """Two series with the same mean over every segment: averaging first cannot tell them
+    apart; the series stem (a convolution and a ReLU at full length, then the average) can."""
+    from actrec.temporal.heads import create_head
+    from actrec.temporal.model import build_model
+
+    flat = torch.zeros(1, 40, 1)
+    zigzag = torch.tensor([1.0, -1.0] * 20).reshape(1, 40, 1)  # mean 0 over each pair of steps
+    mask = torch.ones(1, 40, dtype=torch.bool)
+    assert torch.equal(pool_time(flat, mask, 20)[0], pool_time(zigzag, mask, 20)[0])
+    torch.manual_seed(0)
+    model = build_model(
+        "tcn", dict(in_dim=1, num_classes=2, hidden=16, dropout=0.0), torch.zeros(1),
+        torch.ones(1), delta=False, max_len=20, norm="dataset",
+    ).eval()  # fmt: skip
+    assert model.head.pools_time
+    with torch.no_grad():
+        seen = [model.head.proj(x, mask) for x in (flat, zigzag)]
+        assert seen[0][0].shape == (1, 20, 16) and seen[0][1].all()  # averaged down to 20
+        assert not torch.allclose(seen[0][0], seen[1][0])
+        assert not torch.allclose(model(flat, mask), model(zigzag, mask))
+    # embeddings are averaged before the head, as before: the head has nothing to pool
+    assert not create_head("tcn", in_dim=64, num_classes=2, max_len=20).pools_time
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_series_features_do_not_depend_on_padding(training):
+    from actrec.temporal.heads import create_head
+
+    torch.manual_seed(0)
+    head = create_head("tcn", in_dim=2, num_classes=3, hidden=16, dropout=0.0, max_len=8)
+    x = torch.randn(3, 20, 2)
+    mask = torch.arange(20)[None] < torch.tensor([20, 5, 13])[:, None]  # some longer than 8
+    x = x * mask[..., None]
+    with torch.no_grad():
+        head.train()
+        for _ in range(3):
+            head(x, mask)
+        head.train(training)
+        a = head.forward_features(x, mask)
+        x_padded = torch.cat([x, torch.zeros(3, 6, 2)], 1)
+        mask_padded = torch.cat([mask, torch.zeros(3, 6, dtype=torch.bool)], 1)
+        b = head.forward_features(x_padded, mask_padded)
+        one = head.forward_features(x[1:2, :5], mask[1:2, :5]) if not training else None
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    if one is not None:  # with the running statistics, a sequence alone gives the same features
+        torch.testing.assert_close(one, a[1:2], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("training", [True, False])
