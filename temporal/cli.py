@@ -89,7 +89,8 @@ def import_(
               help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
 @click.option("--max-len", type=click.IntRange(min=0), default=None,
               help="Longer sequences are averaged over this many equal segments; 0 = never "
-                   "[default: 256 for tcn, 128 for the other heads].")  # fmt: skip
+                   "[default: 256 for tcn, 128 for the other heads]. Series (a head input under 32 "
+                   "wide: a few channels, not embeddings) are filtered at full length first.")  # fmt: skip
 @click.option("--eval-windows", default=_D.eval_windows, show_default=True,
               help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
 @click.option("--label-smoothing", default=_D.label_smoothing, show_default=True)
@@ -121,7 +122,8 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
     """Train a temporal head on a cache into a run folder, then evaluate it on test.
 
     The defaults were chosen on real sequences (see the README's "Why the defaults"): whole
-    sequences, averaged down to --max-len steps; a budget in optimizer steps, so that small
+    sequences, averaged down to --max-len steps (series after a first convolution at full
+    length); a budget in optimizer steps, so that small
     sets train long enough; validation about 40 times a run; the last weights are kept unless
     the best on validation is clearly better. Writes config.json, model.pt,
     history.csv, metrics.json, predictions.csv, confusion.csv, report.md and report.html.

@@ -55,7 +55,8 @@ class TemporalModel(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).float()  # (B, T, 1)
         x = (x.float() - self.mean) / self.std * m  # (B, T, D) float32 whatever the cache's dtype
-        if not getattr(self.head, "pools_time", False):  # a head that filters series first pools them itself
+        # a head that filters series at full length averages them itself, after its filters
+        if not getattr(self.head, "pools_time", False):
             x, mask = pool_time(x, mask, self.max_len)
         views = []
         if self.norm in ("dataset", "both"):
