@@ -123,10 +123,10 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
 
     The defaults were chosen on real sequences (see the README's "Why the defaults"): whole
     sequences, averaged down to --max-len steps (series after a first convolution at full
-    length); a budget in optimizer steps, so that small
-    sets train long enough; validation about 40 times a run; the last weights are kept unless
-    the best on validation is clearly better. Writes config.json, model.pt,
-    history.csv, metrics.json, predictions.csv, confusion.csv, report.md and report.html.
+    length); a budget in optimizer steps, so that small sets train long enough; validation
+    about 40 times a run; the last weights are kept unless the best on validation is clearly
+    better. Writes config.json, model.pt, history.csv, metrics.json, predictions.csv,
+    confusion.csv, report.md and report.html.
 
     Example: actrec train feats.h5 --head gru -o runs/gru
     """

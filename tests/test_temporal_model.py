@@ -152,36 +152,15 @@ def test_series_are_filtered_at_full_resolution_before_averaging():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_series_features_do_not_depend_on_padding(training):
+@pytest.mark.parametrize(
+    "in_dim, max_len", [(40, 0), (2, 4)], ids=["embeddings", "series averaged by the head"]
+)
+def test_tcn_features_do_not_depend_on_padding(training, in_dim, max_len):
     from actrec.temporal.heads import create_head
 
     torch.manual_seed(0)
-    head = create_head("tcn", in_dim=2, num_classes=3, hidden=16, dropout=0.0, max_len=8)
-    x = torch.randn(3, 20, 2)
-    mask = torch.arange(20)[None] < torch.tensor([20, 5, 13])[:, None]  # some longer than 8
-    x = x * mask[..., None]
-    with torch.no_grad():
-        head.train()
-        for _ in range(3):
-            head(x, mask)
-        head.train(training)
-        a = head.forward_features(x, mask)
-        x_padded = torch.cat([x, torch.zeros(3, 6, 2)], 1)
-        mask_padded = torch.cat([mask, torch.zeros(3, 6, dtype=torch.bool)], 1)
-        b = head.forward_features(x_padded, mask_padded)
-        one = head.forward_features(x[1:2, :5], mask[1:2, :5]) if not training else None
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    if one is not None:  # with the running statistics, a sequence alone gives the same features
-        torch.testing.assert_close(one, a[1:2], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("training", [True, False])
-def test_tcn_features_do_not_depend_on_padding(training):
-    from actrec.temporal.heads import create_head
-
-    torch.manual_seed(0)
-    head = create_head("tcn", in_dim=40, num_classes=3, hidden=16, dropout=0.0)
-    x = torch.randn(3, 9, 40)
+    head = create_head("tcn", in_dim=in_dim, num_classes=3, hidden=16, dropout=0.0, max_len=max_len)
+    x = torch.randn(3, 9, in_dim)
     mask = torch.arange(9)[None] < torch.tensor([9, 4, 6])[:, None]
     with torch.no_grad():
         head.train()
@@ -189,11 +168,14 @@ def test_tcn_features_do_not_depend_on_padding(training):
             head(x, mask)
         head.train(training)  # training: the batch's statistics; eval: the running ones
         a = head.forward_features(x, mask)
-        x_padded = torch.cat([x, torch.randn(3, 5, 40) * 100], 1)  # longer, with loud padding
+        x_padded = torch.cat([x, torch.randn(3, 5, in_dim) * 100], 1)  # longer, loud padding
         mask_padded = torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], 1)
         b = head.forward_features(x_padded, mask_padded)
         # sequences of one length take a path without masks: it must agree with the masked one
         full = head.forward_features(x, torch.ones(3, 9, dtype=torch.bool))
         full_padded = head.forward_features(x_padded, mask_padded | (torch.arange(14) < 9))
+        alone = head.forward_features(x[1:2, :4], mask[1:2, :4])
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(full, full_padded, atol=1e-5, rtol=1e-5)
+    if not training:  # with the running statistics, a sequence alone gives its batch's features
+        torch.testing.assert_close(alone, a[1:2], atol=1e-5, rtol=1e-5)
