@@ -36,8 +36,9 @@ from torch.nn.utils.rnn import pad_sequence
 
 from actrec.common.cache import Video, open_cache, write_cache
 from actrec.temporal import TrainConfig, train
-from actrec.temporal.data import ClipSampler, batches, feature_stats, load_sequences, resolve_splits
+from actrec.temporal.data import ClipSampler, batches, feature_stats, load_sequences
 from actrec.temporal.model import build_model
+from actrec.temporal.splits import resolve_splits
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

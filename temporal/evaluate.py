@@ -12,9 +12,12 @@ import torch
 
 from actrec.common.atomic import replacing
 from actrec.common.errors import ActrecError
-from actrec.temporal.data import ClipSampler, Sequences, batches, load_sequences, resolve_splits
+from actrec.common.ownership import EVALUATION, check_file, mark_folder
+from actrec.common.paths import check_outputs
+from actrec.temporal.data import ClipSampler, Sequences, batches, load_sequences
 from actrec.temporal.metrics import compute_metrics
 from actrec.temporal.model import TemporalModel, load_run
+from actrec.temporal.splits import resolve_splits
 
 
 @torch.inference_mode()
@@ -57,19 +60,20 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 
 def write_results(
     out_dir: Path, ids: list[str], y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-    split: str,
+    split: str, kind: str | None = None,
 ) -> dict:  # fmt: skip
-    """`metrics.json`, `predictions.csv` and `confusion.csv` in ``out_dir``; returns the metrics."""
+    """`metrics.json`, `predictions.csv` and `confusion.csv` in ``out_dir``; returns the metrics.
+    With ``kind``, files there are replaced only if actrec wrote them as that kind."""
     metrics = compute_metrics(y_true, probs, classes, split)
     # each file whole or not at all (`evaluate -o` writes into a folder that may hold older ones)
-    with replacing(out_dir / "metrics.json") as tmp:
+    with replacing(out_dir / "metrics.json", kind) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-    with replacing(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
+    with replacing(out_dir / "predictions.csv", kind) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "true", "predicted", *[f"p_{c}" for c in classes]])
         for vid, t, p in zip(ids, y_true, probs, strict=True):
             w.writerow([vid, classes[t], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    with replacing(out_dir / "confusion.csv") as tmp, open(tmp, "w", newline="") as fh:
+    with replacing(out_dir / "confusion.csv", kind) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
@@ -115,6 +119,8 @@ def evaluate_run(
                 f"{out_dir} is a run folder: its results would be replaced by another run's; "
                 "write the evaluation to a folder of its own"
             )
+        check_outputs([("RUN", run_dir), ("--cache", cache)], [("-o", out_dir)])
+        check_evaluation_dir(out_dir)
     seqs = load_sequences(cache, lazy=cfg.get("lazy"))
     trained_on = cfg.get("cache_fingerprint")
     if trained_on and seqs.fingerprint != trained_on:
@@ -146,6 +152,17 @@ def evaluate_run(
     )  # fmt: skip
     y = seqs.label[order]
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return write_results(out_dir, [seqs.ids[i] for i in order], y, probs, run.classes, split)
+        check_evaluation_dir(out_dir)  # again: the evaluation took a while
+        if not out_dir.exists() or not any(out_dir.iterdir()):
+            mark_folder(out_dir, EVALUATION)
+        ids = [seqs.ids[i] for i in order]
+        return write_results(out_dir, ids, y, probs, run.classes, split, kind=EVALUATION)
     return compute_metrics(y, probs, run.classes, split)
+
+
+def check_evaluation_dir(out_dir: Path) -> None:
+    """Refuse an ``evaluate -o`` folder whose files actrec did not write as an evaluation's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ActrecError(f"{out_dir} exists and is not a folder: choose another -o")
+    for name in ("metrics.json", "predictions.csv", "confusion.csv"):
+        check_file(out_dir / name, EVALUATION)

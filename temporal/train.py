@@ -27,6 +27,7 @@ from tqdm import tqdm
 from actrec.common.config import StrictConfig
 from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
+from actrec.common.paths import check_outputs
 from actrec.common.seeding import seed_everything
 from actrec.temporal.data import (
     BatchPlan,
@@ -35,12 +36,12 @@ from actrec.temporal.data import (
     batches,
     feature_stats,
     load_sequences,
-    training_splits,
 )
 from actrec.temporal.evaluate import nll, predict_positions, write_results
 from actrec.temporal.heads import list_heads
 from actrec.temporal.model import NORMS, build_model, input_dim, save_checkpoint
 from actrec.temporal.runfolder import RunFolder, check_replaceable
+from actrec.temporal.splits import training_splits
 
 # The automatic budget: at least MIN_STEPS optimizer steps, and at least AUTO_EPOCHS passes over
 # the training set. A set of 40 sequences is one step per pass: counting passes alone gave it a
@@ -196,6 +197,7 @@ def train(
     cfg = config
     cfg.check()
     out = Path(cfg.out)
+    check_outputs([("cache", cfg.cache)], [], whole=[("-o", out)])
     check_replaceable(out, cfg.force)  # before reading a large cache
     device = resolve_device(cfg.device)
     if seqs is None:

@@ -32,16 +32,13 @@ from tqdm import tqdm
 from actrec.common.config import StrictConfig
 from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
-from actrec.temporal.data import (
-    Sequences,
-    fold_splits,
-    given_splits,
-    load_sequences,
-    training_splits,
-)
+from actrec.common.ownership import TUNE, check_folder, mark_folder
+from actrec.common.paths import check_outputs
+from actrec.temporal.data import Sequences, load_sequences
 from actrec.temporal.heads import list_heads
 from actrec.temporal.runfolder import check_replaceable
 from actrec.temporal.search_space import COMMON, Choice, Range, defaults, space
+from actrec.temporal.splits import fold_splits, given_splits, training_splits
 from actrec.temporal.train import TrainConfig, fit, train
 from actrec.temporal.tune_report import (
     setting_text,
@@ -184,8 +181,8 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     cfg.check()
     optuna = _optuna()
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ActrecError(f"{out} exists and is not a folder: choose another -o")
+    check_outputs([("cache", cfg.cache)], [], whole=[("-o", out)])
+    check_folder(out, TUNE, force=True)  # new, empty or a study (resumed): never a run, or others'
     check_replaceable(out / "best", force=True)  # a best/ of other files: refused before the search
     device = resolve_device(cfg.device)
     seqs = load_sequences(cfg.cache, log=log)
@@ -196,7 +193,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
         if len(parts) > 1 else 0, "seeds": cfg.seeds, "fixed": cfg.fixed, "seed": cfg.seed,
         "longest": longest,
     }  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    mark_folder(out, TUNE)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tune writes its own line per trial
     try:

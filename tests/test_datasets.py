@@ -12,7 +12,8 @@ from videos import make_video
 from actrec.cli import main
 from actrec.common.cache import open_cache
 from actrec.extract.datasets.hmdb51 import film
-from actrec.temporal.data import load_sequences, resolve_splits
+from actrec.temporal.data import load_sequences
+from actrec.temporal.splits import resolve_splits
 
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 UCF_GROUPS, UCF_CLIPS = 6, 2  # fold N tests groups 2N-1 and 2N, as the real folds test 7 each

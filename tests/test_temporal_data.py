@@ -15,8 +15,8 @@ from actrec.temporal.data import (
     feature_stats,
     gather,
     load_sequences,
-    resolve_splits,
 )
+from actrec.temporal.splits import resolve_splits
 
 DIM = 6
 
@@ -206,7 +206,8 @@ def test_statistics_blocks_fall_on_chunk_boundaries(monkeypatch):
 
 def test_splits_refuse_one_class_and_warn_of_what_is_left_out(tmp_path):
     from actrec.common.cache import Video, write_cache
-    from actrec.temporal.data import load_sequences, resolve_splits
+    from actrec.temporal.data import load_sequences
+    from actrec.temporal.splits import resolve_splits
 
     def cache(labels, splits):
         videos = [

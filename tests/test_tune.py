@@ -13,7 +13,8 @@ from test_temporal import make_cache, order_videos
 
 from actrec.cli import main
 from actrec.temporal import evaluate_run, load_run, predict_proba
-from actrec.temporal.data import fold_splits, load_sequences
+from actrec.temporal.data import load_sequences
+from actrec.temporal.splits import fold_splits
 from actrec.temporal.tune import TuneConfig, default_folds, tune
 from actrec.temporal.tune_report import leaderboard_table, varying
 
