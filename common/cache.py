@@ -27,7 +27,7 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,10 @@ class Stored:
 
 
 class Cache:
-    """A read-only cache. Open it with :func:`open_cache`; it closes with the ``with`` block."""
+    """A read-only cache over one open HDF5 handle, which it owns, as ``h5py.File`` does.
+
+    Open it with :func:`open_cache`; close it with :meth:`close`, or use it in a ``with`` block.
+    """
 
     def __init__(self, path: str | os.PathLike, handle: h5py.File) -> None:
         self.path = Path(path)
@@ -162,6 +165,20 @@ class Cache:
             )
         self.index = _read_index(self.path, handle)
         self._row = {vid: i for i, vid in enumerate(self.index.ids)}
+
+    def close(self) -> None:
+        """Close the file; closing twice is harmless."""
+        self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._f.id.valid
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- what is in it ----------------------------------------------------------------------
     @property
@@ -343,9 +360,11 @@ class Cache:
         return problems
 
 
-@contextmanager
-def open_cache(path: str | os.PathLike) -> Iterator[Cache]:
-    """Open a finished cache for reading; the handle is closed however the block ends."""
+def open_cache(path: str | os.PathLike) -> Cache:
+    """Open a finished cache for reading: ``with open_cache(path) as c:``, or call ``c.close()``.
+
+    A file that is not a readable cache is closed again before the error reaches the caller.
+    """
     path = Path(path)
     if not path.is_file():
         hint = " (an extraction in progress: rerun the same command to finish it)"
@@ -358,9 +377,10 @@ def open_cache(path: str | os.PathLike) -> Iterator[Cache]:
         for name in ("features", "videos"):
             if name not in handle:
                 raise CacheError(f"{path}: an HDF5 file but not an actrec cache (no /{name})")
-        yield Cache(path, handle)
-    finally:
+        return Cache(path, handle)
+    except BaseException:
         handle.close()
+        raise
 
 
 def _read_index(path: Path, handle: h5py.File) -> Index:
@@ -715,26 +735,23 @@ class _OpenCaches:
 
     def __init__(self, paths: Sequence[Path], limit: int = 32) -> None:
         self.paths, self.limit = paths, limit
-        self._open: OrderedDict[int, tuple[ExitStack, Cache]] = OrderedDict()
+        self._open: OrderedDict[int, Cache] = OrderedDict()
 
     def __getitem__(self, k: int) -> Cache:
         if k in self._open:
             self._open.move_to_end(k)
-            return self._open[k][1]
+            return self._open[k]
         if len(self._open) >= self.limit:
-            _, (stack, _) = self._open.popitem(last=False)
-            stack.close()
-        stack = ExitStack()
-        cache = stack.enter_context(open_cache(self.paths[k]))
-        self._open[k] = (stack, cache)
+            self._open.popitem(last=False)[1].close()
+        cache = self._open[k] = open_cache(self.paths[k])
         return cache
 
     def __enter__(self) -> _OpenCaches:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for stack, _ in self._open.values():
-            stack.close()
+        for cache in self._open.values():
+            cache.close()
         self._open.clear()
 
 

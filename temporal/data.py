@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,8 +131,8 @@ def feature_stats(seqs: Sequences, positions: np.ndarray) -> tuple[torch.Tensor,
     total = torch.zeros(seqs.dim, dtype=torch.float64)
     squares = torch.zeros(seqs.dim, dtype=torch.float64)
     n = 0
-    with ExitStack() as stack:
-        cache = stack.enter_context(open_cache(seqs.path)) if seqs.lazy else None
+    cache = open_cache(seqs.path) if seqs.lazy else None
+    try:
         for a, b in _row_blocks(seqs, positions):
             if cache is None:
                 block = seqs.features[a:b].double()  # (rows, D)
@@ -142,6 +141,9 @@ def feature_stats(seqs: Sequences, positions: np.ndarray) -> tuple[torch.Tensor,
             total += block.sum(0)
             squares += (block * block).sum(0)
             n += b - a
+    finally:
+        if cache is not None:
+            cache.close()
     mean = total / max(n, 1)  # (D,)
     std = (squares / max(n, 1) - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4)  # (D,)
     return mean.float(), std.float()
@@ -261,7 +263,6 @@ class LazyBatches(torch.utils.data.Dataset):
 
     def __init__(self, seqs: Sequences, plans: list[BatchPlan]) -> None:
         self.path, self.plans = seqs.path, plans
-        self._stack: ExitStack | None = None
         self._cache = None
 
     def __len__(self) -> int:
@@ -269,8 +270,7 @@ class LazyBatches(torch.utils.data.Dataset):
 
     def _open(self):
         if self._cache is None:
-            self._stack = ExitStack()
-            self._cache = self._stack.enter_context(open_cache(self.path))
+            self._cache = open_cache(self.path)
         return self._cache
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,9 +288,9 @@ class LazyBatches(torch.utils.data.Dataset):
         return out, mask
 
     def close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack, self._cache = None, None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
 
 def batches(

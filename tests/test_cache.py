@@ -33,6 +33,26 @@ def make_video(vid: str, t: int, dim: int = 8, label: str = "a", seed: int = 0) 
     )
 
 
+def test_cache_owns_its_handle_like_h5py_file(tmp_path):
+    path = tmp_path / "c.h5"
+    write_cache(path, [make_video("a/1.mp4", 4)], ATTRS, dim=8, dtype="float32", classes=["a"])
+    c = open_cache(path)  # no `with` needed: the object owns the handle
+    assert not c.closed and c.features(0).shape == (4, 8)
+    c.close()
+    c.close()  # twice is harmless
+    assert c.closed
+    with open_cache(path) as d:
+        assert not d.closed
+    assert d.closed
+    # an HDF5 file that is not a cache: the handle opened to look at it is closed again
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match="not an actrec cache"):
+        open_cache(tmp_path / "other.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:  # not locked: nothing was left open
+        f["y"] = np.ones(2)
+
+
 def test_round_trip_values_and_index(tmp_path):
     vids = [make_video("a/1.mp4", 5, seed=1), make_video("b/2.mp4", 3, label="b", seed=2)]
     write_cache(tmp_path / "c.h5", vids, ATTRS, dim=8, dtype="float32", classes=["a", "b", "c"])
