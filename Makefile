@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench bench-accuracy clean
+.PHONY: install test lint format demo docs bench bench-accuracy clean
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ format: install
 demo: install
 	$(VENV)/bin/actrec demo -o demo_out
 
+# the site from docs/ (mkdocs.yml); --strict: a broken link, anchor or missing page fails
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -d site
+
+$(VENV)/.docs-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
 bench: install
 	$(PY) bench/run_all.py $(ARGS)
 
@@ -35,4 +43,4 @@ bench-accuracy: install
 	$(PY) bench/bench_accuracy.py $(ARGS)
 
 clean:
-	rm -rf demo_out bench/results .pytest_cache
+	rm -rf demo_out bench/results .pytest_cache site
