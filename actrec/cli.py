@@ -72,6 +72,11 @@ class LazyGroup(click.Group):
         except ActrecError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(2)
+        except click.UsageError as e:
+            # a wrong option is one line like every other refusal, not click's usage block
+            where = e.ctx.command_path if e.ctx is not None else "actrec"
+            click.echo(f"Error: {e.format_message()} (`{where} -h` for help)", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             # one rule for every command (extract says more itself): a line, and the shell's
             # code for a run stopped by Ctrl-C, not click's "Aborted!" and 1

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from actrec.common import options as O  # noqa: N812 - the types read as O.SEED
 from actrec.synthetic import CLASSES, make_motion_set
 
 BACKBONE = "resnet18"
@@ -89,10 +90,10 @@ def run_demo(
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True, help="Folder for clips, cache, runs and reports.")  # fmt: skip
-@click.option("--clips-per-class", default=40, show_default=True, type=click.IntRange(min=4), help="Generated clips per class (6 classes).")  # fmt: skip
-@click.option("--frames", default=12, show_default=True, type=click.IntRange(min=4), help="Frames per clip.")  # fmt: skip
-@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Passes over the training set per head [default: train's automatic budget].")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, help="Seed for the clips, the split and training.")  # fmt: skip
+@click.option("--clips-per-class", default=40, show_default=True, type=O.CLIPS, help="Generated clips per class (6 classes).")  # fmt: skip
+@click.option("--frames", default=12, show_default=True, type=O.CLIP_FRAMES, help="Frames per clip.")  # fmt: skip
+@click.option("--epochs", default=None, type=O.EPOCHS, help="Passes over the training set per head [default: train's automatic budget].")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=O.SEED, help="Seed for the clips, the split and training.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def demo(
     output: Path, clips_per_class: int, frames: int, epochs: int | None, seed: int, device: str

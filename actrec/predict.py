@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from actrec.common.atomic import replacing
+from actrec.common import options as O  # noqa: N812 - the types read as O.TOP_K
 from actrec.common.cache import open_cache
 from actrec.common.errors import ActrecError
 
@@ -132,8 +133,8 @@ def write_timeline(
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="A run folder made by `actrec train`.")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("predictions"), show_default=True, help="Where the timelines (CSV and PNG) go.")  # fmt: skip
-@click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="How many labels to print per video.")  # fmt: skip
-@click.option("--window", type=click.IntRange(min=1), help="Frames per timeline window (default: the run's --clip-len).")  # fmt: skip
+@click.option("-k", "--top-k", default=5, show_default=True, type=O.TOP_K, help="How many labels to print per video.")  # fmt: skip
+@click.option("--window", type=O.WINDOW, help="Frames per timeline window (default: the run's --clip-len).")  # fmt: skip
 @click.option("--cache", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The cache whose settings to extract with (default: the run's own).")  # fmt: skip
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The weights file, where the cache was made from one that has moved.")  # fmt: skip
 @click.option("--backbone", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The backbone file, where the cache was made from one that has moved.")  # fmt: skip

@@ -88,3 +88,57 @@ def _name_of(example: Path, k: int, n: int) -> str:
     """The file name shard K of N has beside ``example`` (feats.shard0of4.h5 -> ...shard2of4)."""
     name, count = re.subn(r"\.shard\d+of\d+", f".shard{k}of{n}", example.name)
     return name if count else f"shard {k}/{n}"
+
+
+# -- which shard this process extracts ------------------------------------------------------------
+
+# (rank, world size) variables: torchrun's, then Slurm's (srun, one task per process)
+ENVIRONMENT = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), with 0 <= K < N and N at most :data:`MAX_SHARDS`."""
+    found = re.fullmatch(r"\s*(\d{1,9})\s*/\s*(\d{1,9})\s*", text or "")
+    if not found:
+        raise CacheError(f"--shard {text!r}: expected K/N, e.g. 0/4")
+    k, n = int(found.group(1)), int(found.group(2))
+    if not 0 <= k < n <= MAX_SHARDS:
+        raise CacheError(f"--shard {text}: K must be in 0..N-1, N in 1..{MAX_SHARDS}")
+    return k, n
+
+
+MAX_SHARDS = 100_000
+
+
+def from_environment(environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """(K, N) from torchrun's RANK/WORLD_SIZE or Slurm's SLURM_PROCID/SLURM_NTASKS, else (0, 1).
+    A value that is not a whole number in range is one line naming the variable."""
+    import os
+
+    from actrec.common.options import Int, check
+
+    env = os.environ if environ is None else environ
+    for rank, world in ENVIRONMENT:
+        if not env.get(world, "").strip():
+            continue
+        n = check(Int(1, MAX_SHARDS), env[world], f"{world}={env[world]!r} in the environment")
+        if n == 1:
+            continue
+        raw = env.get(rank, "").strip() or "0"
+        k = check(Int(0, n - 1), raw, f"{rank}={raw!r} in the environment ({world}={n})")
+        return k, n
+    return 0, 1
+
+
+def local_rank(environ: dict[str, str] | None = None) -> int | None:
+    """This process's GPU under torchrun (LOCAL_RANK) or srun (SLURM_LOCALID); None elsewhere."""
+    import os
+
+    from actrec.common.options import Int, check
+
+    env = os.environ if environ is None else environ
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        raw = env.get(name, "").strip()
+        if raw:
+            return check(Int(0, 4096), raw, f"{name}={raw!r} in the environment")
+    return None

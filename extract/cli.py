@@ -6,22 +6,9 @@ from pathlib import Path
 
 import click
 
+from actrec.common import options as O  # noqa: N812 - the types read as O.RATE, O.BATCH
 from actrec.common.device import PRECISIONS
 from actrec.common.errors import ActrecError
-
-
-def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        parts = [int(x) for x in value.lower().split("x")]
-    except ValueError:
-        raise click.BadParameter("give N or HxW, e.g. 224 or 256x320") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise click.BadParameter("give N or HxW, e.g. 224 or 256x320")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,13 +39,13 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
 )
 @click.option(
     "--input-size",
-    callback=_input_size,
+    type=O.InputSize(),
     metavar="N|HxW",
     help="Input size; overrides the weights' crop (the resize scales with it).",
 )
 @click.option(
     "--mean",
-    type=float,
+    type=O.PIXEL_MEAN,
     nargs=3,
     default=None,
     metavar="R G B",
@@ -66,30 +53,30 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
 )
 @click.option(
     "--std",
-    type=float,
+    type=O.PIXEL_STD,
     nargs=3,
     default=None,
     metavar="R G B",
     help="Normalisation std (0-1 scale); default from the weights.",
 )
-@click.option("--fps", type=float, help="Resample to F frames per second by timestamps.")
-@click.option("--every", type=int, help="Keep every N-th frame.")
-@click.option("--max-frames", type=int, help="At most N frames per video, spread uniformly.")
+@click.option("--fps", type=O.RATE, help="Resample to F frames per second by timestamps.")
+@click.option("--every", type=O.EVERY, help="Keep every N-th frame.")
+@click.option("--max-frames", type=O.MAX_FRAMES, help="At most N frames per video, spread uniformly.")
 @click.option(
     "--frame-rate",
-    type=float,
+    type=O.RATE,
     default=25.0,
     show_default=True,
     help="Frames per second assumed for frame folders.",
 )
 @click.option(
     "--batch-size",
-    type=int,
+    type=O.BATCH,
     default=64,
     show_default=True,
     help="Frames per forward pass, across video boundaries.",
 )
-@click.option("--workers", type=int, help="Decoding processes [default: half the CPU cores].")
+@click.option("--workers", type=O.WORKERS, help="Decoding processes [default: half the CPU cores].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--precision",
@@ -107,7 +94,7 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None):
 )
 @click.option(
     "--shard",
-    metavar="K/N",
+    type=O.Shard(),
     help="Only items K, K+N, ... into NAME.shardKofN.h5 [default: from torchrun's "
     "RANK/WORLD_SIZE or srun's SLURM_PROCID/SLURM_NTASKS]; join shards with actrec merge.",
 )

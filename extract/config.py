@@ -94,11 +94,9 @@ class ExtractConfig(StrictConfig):
         SLURM_NTASKS (one task per process, started by srun), else (0, 1)."""
         if self.shard is not None:
             return self.shard
-        for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-            n = int(os.environ.get(world, "1") or 1)
-            if n > 1:
-                return int(os.environ.get(rank, "0") or 0), n
-        return 0, 1
+        from actrec.common.shards import from_environment
+
+        return from_environment()
 
     def resolved_workers(self) -> int:
         if self.workers is not None:
@@ -108,13 +106,9 @@ class ExtractConfig(StrictConfig):
 
 def parse_shard(text: str) -> tuple[int, int]:
     """`K/N` -> (K, N)."""
-    try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ActrecError(f"--shard {text}: expected K/N, e.g. 0/4") from None
-    if not 0 <= k < n:
-        raise ActrecError(f"--shard {text}: K must be in 0..N-1")
-    return k, n
+    from actrec.common.shards import parse_shard as parse
+
+    return parse(text)
 
 
 def shard_output(output: Path, k: int, n: int) -> Path:

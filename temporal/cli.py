@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from actrec.common import options as O  # noqa: N812 - the types read as O.SEED, O.STEPS
 from actrec.temporal.heads import list_heads
 from actrec.temporal.model import NORMS
 from actrec.temporal.train import AUTO_EPOCHS, EVALUATIONS, MIN_STEPS, SELECT, TrainConfig
@@ -22,7 +23,7 @@ _RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The cache to write.")  # fmt: skip
-@click.option("--fps", type=float, default=None,
+@click.option("--fps", type=O.RATE, default=None,
               help="Steps per second of the sequences, for timestamps in seconds.")  # fmt: skip
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
               help="Stored precision [default: float16 if every array is, else float32].")  # fmt: skip
@@ -55,26 +56,27 @@ def import_(
               help="The temporal head.")  # fmt: skip
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The run folder to create.")  # fmt: skip
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=O.STEPS, default=None,
               help=f"Optimizer steps in all [default: at least {MIN_STEPS}, and at least "
                    f"{AUTO_EPOCHS} passes over train].")  # fmt: skip
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=O.EPOCHS, default=None,
               help="Or the budget in passes over the training set.")  # fmt: skip
-@click.option("--lr", default=_D.lr, show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", default=_D.weight_decay, show_default=True,
+@click.option("--lr", type=O.LR, default=_D.lr, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=O.DECAY, default=_D.weight_decay, show_default=True,
               help="AdamW, on weight matrices.")  # fmt: skip
-@click.option("--warmup", default=_D.warmup, show_default=True,
+@click.option("--warmup", type=O.PROBABILITY, default=_D.warmup, show_default=True,
               help="Fraction of the steps spent warming up, then cosine decay to lr/100.")  # fmt: skip
-@click.option("--batch-size", default=_D.batch_size, show_default=True, help="Sequences per step.")
-@click.option("--hidden", default=_D.hidden, show_default=True,
+@click.option("--batch-size", type=O.BATCH, default=_D.batch_size, show_default=True, help="Sequences per step.")
+@click.option("--hidden", type=O.WIDTH, default=_D.hidden, show_default=True,
               help="Width after the input projection (for embeddings, 3 of these channels are "
                    "frame-to-frame similarities).")  # fmt: skip
-@click.option("--layers", type=int, default=None,
+@click.option("--layers", type=O.LAYERS, default=None,
               help="Recurrent layers / TCN blocks / encoder layers [default: the head's own].")  # fmt: skip
 @click.option("--bidirectional/--unidirectional", default=_D.bidirectional, show_default=True,
               help="gru and lstm: read the sequence both ways.")  # fmt: skip
 @click.option(
     "--dropout",
+    type=O.PROBABILITY,
     default=_D.dropout,
     show_default=True,
     help="In the projection, between blocks and before the classifier.",
@@ -85,36 +87,37 @@ def import_(
                    "(level and scale removed), or both side by side.")  # fmt: skip
 @click.option("--delta/--no-delta", default=_D.delta, show_default=True,
               help="Add differences between neighbouring steps to the input.")  # fmt: skip
-@click.option("--clip-len", default=_D.clip_len, show_default=True,
+@click.option("--clip-len", type=O.FRAMES, default=_D.clip_len, show_default=True,
               help="Frames per random training window; 0 = whole sequences.")  # fmt: skip
-@click.option("--max-len", type=click.IntRange(min=0), default=None,
+@click.option("--max-len", type=O.FRAMES, default=None,
               help="Longer sequences are averaged over this many equal segments; 0 = never "
                    "[default: 256 for tcn, 128 for the other heads]. Series (a head input under 32 "
                    "wide: a few channels, not embeddings) are filtered at full length first.")  # fmt: skip
-@click.option("--eval-windows", default=_D.eval_windows, show_default=True,
+@click.option("--eval-windows", type=O.WINDOWS, default=_D.eval_windows, show_default=True,
               help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
-@click.option("--label-smoothing", default=_D.label_smoothing, show_default=True)
-@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+@click.option("--label-smoothing", type=O.PROBABILITY, default=_D.label_smoothing,
+              show_default=True)
+@click.option("--eval-every", type=O.STEPS, default=None,
               help=f"Steps between validation passes [default: about {EVALUATIONS} in a run, "
                    "at most one per epoch].")  # fmt: skip
-@click.option("--patience", default=_D.patience, show_default=True,
+@click.option("--patience", type=O.PATIENCE, default=_D.patience, show_default=True,
               help="Validation passes without improvement before stopping; 0 = never.")  # fmt: skip
 @click.option("--select", type=click.Choice(SELECT), default=_D.select,
               show_default=True,
               help="The weights kept: the best on validation, the last, or auto: the last unless "
                    "the best beats it by more than the validation set's noise.")  # fmt: skip
-@click.option("--val-fraction", default=_D.val_fraction, show_default=True,
+@click.option("--val-fraction", type=O.OPEN_FRACTION, default=_D.val_fraction, show_default=True,
               help="Held out for validation when the cache has no val split.")  # fmt: skip
-@click.option("--test-fraction", default=_D.test_fraction, show_default=True,
+@click.option("--test-fraction", type=O.FRACTION, default=_D.test_fraction, show_default=True,
               help="Held out for test when the cache has no split column.")  # fmt: skip
-@click.option("--split-seed", default=_D.split_seed, show_default=True,
+@click.option("--split-seed", type=O.SEED, default=_D.split_seed, show_default=True,
               help="Seed of the split itself.")  # fmt: skip
-@click.option("--seed", default=_D.seed, show_default=True,
+@click.option("--seed", type=O.SEED, default=_D.seed, show_default=True,
               help="Initialisation, dropout, batch order.")  # fmt: skip
 @click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--lazy/--in-memory", default=None,
               help="Read windows from disk in workers [default: when the cache will not fit in memory].")  # fmt: skip
-@click.option("--workers", default=_D.workers, show_default=True,
+@click.option("--workers", type=O.WORKERS, default=_D.workers, show_default=True,
               help="DataLoader workers when lazy.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace the run folder if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -185,20 +188,30 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
 
     Example: actrec report runs/gru runs/mean
     """
+    from actrec.common.paths import check_outputs
     from actrec.temporal.report import (
+        check_leaderboard_dir,
         leaderboard_text,
         leaderboard_warnings,
         write_leaderboard,
         write_report,
     )
 
-    for run in runs:
-        _, html_path = write_report(run)
-        click.echo(f"report: {html_path}")
-    if len(runs) > 1:
+    out = None
+    if len(runs) > 1:  # where the leaderboard goes, checked before any report is rewritten
         out = output or Path(os.path.commonpath([r.resolve() for r in runs]))
         if out in {r.resolve() for r in runs}:
             out = out.parent
+        check_outputs([("RUN", r) for r in runs],
+                      [("-o", out / "leaderboard.md"), ("-o", out / "leaderboard.html")])  # fmt: skip
+        check_leaderboard_dir(out)
+    elif output is not None:
+        click.echo("note: -o is where a leaderboard of several runs goes; one run's report is "
+                   "written into its own folder", err=True)  # fmt: skip
+    for run in runs:
+        _, html_path = write_report(run)
+        click.echo(f"report: {html_path}")
+    if out is not None:
         for warning in leaderboard_warnings(list(runs)):
             click.echo(warning, err=True)
         click.echo(leaderboard_text(list(runs)))
@@ -213,19 +226,10 @@ def _search_space_help() -> str:
 
 
 def _fixed(pairs: tuple[str, ...]) -> dict:
-    """--set KEY=VALUE pairs as training options: JSON values (numbers, true), else strings."""
-    from actrec.common.errors import ActrecError
+    """--set KEY=VALUE pairs as training options, each parsed by train's own option type."""
+    from actrec.temporal.train import RANGES
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ActrecError(f"--set {pair}: write KEY=VALUE, e.g. --set epochs=20")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+    return O.parse_settings(train, pairs, extra={"grad_clip": RANGES["grad_clip"]})
 
 
 @click.command(context_settings=_CTX, epilog="\b\nSearch space (per trial):\n"
@@ -235,15 +239,15 @@ def _fixed(pairs: tuple[str, ...]) -> dict:
               help="Folder for the study, trials.csv, the leaderboard and best/; rerun to resume.")  # fmt: skip
 @click.option("--heads", default="gru,lstm,tcn,transformer,mean", show_default=True,
               help="Heads to search, comma-separated.")  # fmt: skip
-@click.option("--trials", type=click.IntRange(min=1), default=None,
+@click.option("--trials", type=O.TRIALS, default=None,
               help="Trials in the study in all, a resumed study's finished ones included "
                    "[default: 50, or no limit with --time-budget].")  # fmt: skip
-@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--time-budget", type=O.MINUTES, default=None,
               help="Minutes: no trial starts after them (the one in flight and best/ finish).")  # fmt: skip
-@click.option("--folds", type=click.IntRange(min=0), default=None,
+@click.option("--folds", type=O.FOLDS, default=None,
               help="Score trials on K folds of train+val; 0 = on the validation split [default: "
                    "5 under 1000 sequences, unless the cache has its own val split].")  # fmt: skip
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--seeds", type=O.SEEDS, default=1, show_default=True,
               help="Seeds per fold; a trial's score is the mean over folds x seeds.")  # fmt: skip
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE",
               help="A training option every trial shares (train's names: epochs=20, "
@@ -251,7 +255,8 @@ def _fixed(pairs: tuple[str, ...]) -> dict:
 @click.option("--storage", default="", help="An Optuna database URL that several processes or "
               "machines share [default: sqlite in OUTPUT].")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the sampler and the folds.")
+@click.option("--seed", type=O.SEED, default=0, show_default=True,
+              help="Seed of the sampler and the folds.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def tune(cache: Path, output: Path, heads: str, fixed: tuple[str, ...], quiet: bool,
          **options) -> None:  # fmt: skip

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actrec.common import options
 from actrec.common.config import StrictConfig
 from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
@@ -55,6 +56,18 @@ EVALUATIONS = 40  # validation passes in a run, at most one per epoch
 AUTO_MAX_LEN = {"tcn": 256}
 MAX_LEN = 128  # the other heads'
 SELECT = ("auto", "best", "last")
+MAX_LAYERS = {"tcn": 16}  # dilation doubles per block: 2**70 overflows, 2**20 only pads
+# every number TrainConfig holds, checked by the type `actrec train` parses it with
+RANGES = {
+    "steps": options.STEPS, "epochs": options.EPOCHS, "batch_size": options.BATCH,
+    "lr": options.LR, "weight_decay": options.DECAY, "warmup": options.PROBABILITY,
+    "label_smoothing": options.PROBABILITY, "grad_clip": options.Float(0, 1e6),
+    "patience": options.PATIENCE, "eval_every": options.STEPS, "hidden": options.WIDTH,
+    "layers": options.LAYERS, "dropout": options.PROBABILITY, "clip_len": options.FRAMES,
+    "max_len": options.FRAMES, "eval_windows": options.WINDOWS,
+    "val_fraction": options.OPEN_FRACTION, "test_fraction": options.FRACTION,
+    "split_seed": options.SEED, "seed": options.SEED, "workers": options.WORKERS,
+}  # fmt: skip
 
 
 @dataclass
@@ -109,6 +122,15 @@ class TrainConfig(StrictConfig):
             raise ActrecError("no cache given: pass the cache file to train on")
         if not self.out:
             raise ActrecError("no run folder given: pass -o RUN/")
+        for name, kind in RANGES.items():  # the command line's own types and ranges
+            if getattr(self, name) is not None:
+                setattr(self, name, options.check(kind, getattr(self, name), name))
+        most = MAX_LAYERS.get(self.head)
+        if self.layers is not None and most is not None and self.layers > most:
+            raise ActrecError(
+                f"layers {self.layers}: {self.head} takes 1..{most} (block i looks 2**i steps "
+                f"back: {most} blocks already see {6 * (2**most - 1) + 1} steps)"
+            )
         for name in ("steps", "epochs", "eval_every", "layers"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -130,6 +152,12 @@ class TrainConfig(StrictConfig):
             raise ActrecError(f"dropout must be in [0, 1), got {self.dropout}")
         if min(self.clip_len, self.eval_windows, self.patience, self.max_len_used()) < 0:
             raise ActrecError("clip_len, max_len, eval_windows and patience must be 0 or more")
+        if self.eval_windows and not self.clip_len:
+            # windows of clip_len frames: with whole sequences there is nothing to average
+            raise ActrecError(
+                f"eval_windows {self.eval_windows} needs clip_len > 0 (its windows are clip_len "
+                "frames long): pass --clip-len N too, or leave --eval-windows at 0"
+            )
         if self.norm not in NORMS:
             raise ActrecError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.select not in SELECT:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from actrec.common import options as O  # noqa: N812 - the types read as O.SEED
 from actrec.common.errors import ActrecError
 from actrec.extract.datasets import (
     ManifestOptions,
@@ -29,9 +30,9 @@ SHOWN = 5  # missing or extra files printed before pointing to --missing
               help="The official annotation folder or file [default: found beside ROOT].")  # fmt: skip
 @click.option("--fold", type=click.IntRange(1, 3), default=None,
               help="ucf101, hmdb51: the official split [default: 1].")  # fmt: skip
-@click.option("--val", type=float, default=None, help="folders: validation fraction [0.15].")
-@click.option("--test", type=float, default=None, help="folders: test fraction [0.15].")
-@click.option("--seed", type=int, default=None, help="folders: the split's seed [0].")
+@click.option("--val", type=O.FRACTION, default=None, help="folders: validation fraction [0.15].")
+@click.option("--test", type=O.FRACTION, default=None, help="folders: test fraction [0.15].")
+@click.option("--seed", type=O.SEED, default=None, help="folders: the split's seed [0].")
 @click.option("--group-regex", default=None, metavar="REGEX",
               help="folders: a clip's group is this regex's first group (or match) in its path.")  # fmt: skip
 @click.option("--missing", "missing_path", type=click.Path(dir_okay=False, path_type=Path),

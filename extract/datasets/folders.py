@@ -18,9 +18,11 @@ from actrec.extract.sources import Item, find_items
 def folders(root: Path, annotations: Path | None, options: ManifestOptions) -> DatasetManifest:
     if annotations is not None:
         raise ActrecError("folders: the class folders are the annotations; drop --annotations")
-    if not (0 <= options.val < 1 and 0 <= options.test < 1 and options.val + options.test < 1):
+    if not (0 <= options.val < 1 and 0 <= options.test < 1 and options.val + options.test < 0.9):
+        # as `train --val-fraction/--test-fraction`: a tenth at least is left to train on
         raise ActrecError(
-            f"--val {options.val} --test {options.test}: each in [0, 1), together under 1"
+            f"--val {options.val:g} --test {options.test:g}: each in [0, 1), together under 0.9 "
+            "(leave at least a tenth of the clips to train on)"
         )
     try:
         pattern = re.compile(options.group_regex) if options.group_regex else None
