@@ -1,4 +1,4 @@
-"""The HDF5 feature cache: the one module that spells its paths (see DESIGN.md, "The cache").
+"""The HDF5 feature cache: the one module that spells its paths (see docs/design.md, "The cache").
 
 Ragged layout: every stored frame of every video is one row of ``/features``; ``/videos/*`` says
 where each video's rows are. Videos are always stored sorted by id, so a cache depends only on

@@ -288,7 +288,7 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         if path.suffix == ".pt2":
             module = torch.export.load(str(path)).module()
         else:
-            with warnings.catch_warnings():  # DESIGN.md supports TorchScript on purpose
+            with warnings.catch_warnings():  # docs/design.md supports TorchScript on purpose
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - whatever the loaders raise for a bad file

@@ -124,7 +124,7 @@ def import_(
 def train(cache: Path, output: Path, quiet: bool, **options) -> None:
     """Train a temporal head on a cache into a run folder, then evaluate it on test.
 
-    The defaults were chosen on real sequences (see the README's "Why the defaults"): whole
+    The defaults were chosen on real sequences (see docs/defaults.md): whole
     sequences, averaged down to --max-len steps (series after a first convolution at full
     length); a budget in optimizer steps, so that small sets train long enough; validation
     about 40 times a run; the last weights are kept unless the best on validation is clearly

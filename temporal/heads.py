@@ -131,13 +131,13 @@ class InputProjection(nn.Module):
     self-similarity RepNet counts repetitions with). A learned projection fitted on a few scenes
     follows the directions those scenes change in, and misses change in any other direction on
     new footage; on the real-footage order task they raised the default head from 0.65 to 0.99
-    (README, "Why the defaults"). A 1-D series has no direction to be invariant to: none there.
+    (docs/defaults.md). A 1-D series has no direction to be invariant to: none there.
 
     Series (a few channels) go the other way round: a convolution of kernel 7 and a ReLU at full
     resolution, then the average over each segment. The average of a raw series keeps only its
     level in each segment; the average of rectified filters keeps how much of each local shape
     (a spike, a slope) the segment holds: on the real sets whose series are averaged from 427
-    to 1,460 steps down to 256, 4.7 points more on average (README, "Why the defaults"). Neither a LayerNorm, which would scale
+    to 1,460 steps down to 256, 4.7 points more on average (docs/defaults.md). Neither a LayerNorm, which would scale
     every frame's projection to the same size and throw the signal's magnitude away, nor
     similarity channels there.
     """
@@ -277,7 +277,7 @@ class TCNHead(Head):
     The design of the fully convolutional baselines of time-series classification (Wang et al.
     2017: wide kernels, batch norm, pooling over all of time), which the measurements on real
     sets bore out: against kernel 3 with a per-frame LayerNorm and mean pooling, ArrowHead rose
-    from 0.55 to 0.77 and OSULeaf from 0.65 to 0.78 (README, "Why the defaults").
+    from 0.55 to 0.77 and OSULeaf from 0.65 to 0.78 (docs/defaults.md).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Classification metrics with scikit-learn, under the `metrics.json` keys DESIGN.md fixes."""
+"""Classification metrics with scikit-learn, under the `metrics.json` keys docs/design.md fixes."""
 
 from __future__ import annotations
 

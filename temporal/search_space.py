@@ -1,4 +1,4 @@
-"""What `actrec tune` searches, per head: plain data, so that `--help` and the README show it.
+"""What `actrec tune` searches, per head: plain data, so that `--help` and docs/commands.md show it.
 
 Each setting is a `TrainConfig` field. A range is searched on a log scale where its ends are
 a factor of 10 or more apart (learning rate, weight decay), and on a linear scale otherwise.
@@ -89,7 +89,7 @@ def defaults(head: str, longest: int, train_defaults: dict) -> dict:
 
 
 def describe() -> list[tuple[str, str]]:
-    """(setting, values) rows: what `--help` and the README print."""
+    """(setting, values) rows: what `--help` and docs/commands.md print."""
     rows = [(name, dist.text()) for name, dist in COMMON.items()]
     for head, extra in PER_HEAD.items():
         if extra:

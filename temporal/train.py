@@ -46,7 +46,7 @@ from actrec.temporal.splits import training_splits
 
 # The automatic budget: at least MIN_STEPS optimizer steps, and at least AUTO_EPOCHS passes over
 # the training set. A set of 40 sequences is one step per pass: counting passes alone gave it a
-# dozen steps. See the README's "Why the defaults" for the measurements behind each number.
+# dozen steps. See docs/defaults.md for the measurements behind each number.
 MIN_STEPS = 600
 AUTO_EPOCHS = 30
 EVALUATIONS = 40  # validation passes in a run, at most one per epoch
@@ -217,7 +217,7 @@ def train(
     config: TrainConfig, log: Callable[[str], None] = _log, *, seqs: Sequences | None = None,
     splits: dict[str, np.ndarray] | None = None,
 ) -> Path:  # fmt: skip
-    """Train a head as ``config`` says; returns the run folder, with every file DESIGN.md lists.
+    """Train a head as ``config`` says; returns the run folder, with the files docs/design.md lists.
 
     ``seqs`` and ``splits``, when given, stand for ``config.cache`` already loaded and split
     (`actrec tune` loads a cache once for many runs); they must be what the config would give.

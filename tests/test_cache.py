@@ -69,7 +69,7 @@ def test_round_trip_values_and_index(tmp_path):
         assert c.attrs["format_version"] == 1 and c.attrs["backbone"] == "resnet18"
         assert c.fingerprint == fingerprint(c.attrs)
         assert c.verify() == []
-    with h5py.File(tmp_path / "c.h5") as f:  # the layout DESIGN.md fixes
+    with h5py.File(tmp_path / "c.h5") as f:  # the layout docs/design.md fixes
         for name in ("features", "timestamps", "videos/id", "videos/start", "videos/length",
                      "videos/label", "videos/split", "videos/group", "videos/fps", "classes",
                      "failed/id", "failed/error"):  # fmt: skip

@@ -100,7 +100,7 @@ def test_model_normalises_and_adds_frame_differences():
 
 
 def test_a_custom_head_trains_reloads_and_predicts_through_the_public_api(tmp_path):
-    # what README's "From Python" shows: a new head in a script, trained like the built-in ones
+    # what docs/extending.md shows: a new head in a script, trained like the built-in ones
     import json
 
     import numpy as np
