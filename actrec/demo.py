@@ -43,10 +43,14 @@ def run_demo(
 
     ``force`` replaces the demo's own earlier runs, so that a rerun starts them afresh.
     """
+    from actrec.common.ownership import DEMO, check_folder, mark_folder
     from actrec.extract import ExtractConfig, run_extraction
     from actrec.temporal import TrainConfig, train, write_leaderboard
 
     started = time.perf_counter()
+    out = Path(out)
+    check_folder(out, DEMO, force=True)  # new, empty or the demo's own: a rerun goes on in it
+    mark_folder(out, DEMO)
     videos = out / "videos"
     if not all((videos / c / f"{clips_per_class - 1:03d}.mp4").is_file() for c in CLASSES):
         echo(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from typing import Any
 import click
 import numpy as np
 
-from actrec.common.atomic import replacing
 from actrec.common import options as O  # noqa: N812 - the types read as O.TOP_K
+from actrec.common.atomic import replacing
 from actrec.common.cache import open_cache
 from actrec.common.errors import ActrecError
+from actrec.common.ownership import PREDICTIONS, TIMELINE, check_file, mark_folder
+from actrec.common.paths import check_outputs, distinct_inputs
 
 
 @dataclass
@@ -95,21 +98,65 @@ def predict_videos(
     return results
 
 
+def safe_stem(name: str) -> str:
+    """A file name's stem that any file system takes: letters, digits, ``._-``; at most 200
+    characters, so that the suffixes still fit the 255 of a name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:200]
+
+
+def timeline_stems(videos: list[Path]) -> dict[str, str]:
+    """The timeline stem of each video (by the path as given), distinct by construction.
+
+    Made safe first, then made unique: two videos whose safe names are one (``my clip.mp4`` and
+    ``my_clip.mp4``; ``a/x.mp4`` and ``b/x.mp4``; names that differ only in case, one file on
+    some file systems) get their position in front; a prefixed name that meets another is
+    numbered again. Every name is checked against those already taken, in its final form.
+    """
+    safe = [safe_stem(Path(v).name) for v in videos]
+    counts = Counter(s.lower() for s in safe)
+    taken = {s.lower() for s in safe if counts[s.lower()] == 1}
+    stems = {}
+    for i, (video, stem) in enumerate(zip(videos, safe, strict=True)):
+        if counts[stem.lower()] > 1:
+            candidate, k = f"{i:03d}_{stem[:192]}", 0
+            while candidate.lower() in taken:
+                k += 1
+                candidate = f"{i:03d}-{k}_{stem[:188]}"
+            stem = candidate
+            taken.add(stem.lower())
+        stems[str(video)] = stem
+    return stems
+
+
+def timeline_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    return out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
+
+
+def check_predictions_dir(out_dir: Path, stems: list[str]) -> None:
+    """Refuse an ``-o`` where a timeline would replace a file actrec did not write as one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ActrecError(f"{out_dir} exists and is not a folder: choose another -o")
+    for stem in stems:
+        for path in timeline_paths(out_dir, stem):
+            check_file(path, TIMELINE)
+
+
 def write_timeline(
     prediction: Prediction, out_dir: Path, stem: str | None = None
 ) -> tuple[Path, Path]:
     """`<stem>.timeline.csv` (time and one column per class) and a PNG plot of it; the stem
-    defaults to the video's file name."""
+    defaults to the video's file name. Files there are replaced only if actrec wrote them as
+    timelines; a new folder is marked as a predictions folder."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # at most 200 characters: the suffixes must still fit the file system's 255
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem or Path(prediction.video).name)[:200]
-    csv_path, png_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.png"
-    with replacing(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        mark_folder(out_dir, PREDICTIONS)
+    stem = safe_stem(stem or Path(prediction.video).name)
+    csv_path, png_path = timeline_paths(out_dir, stem)
+    with replacing(csv_path, TIMELINE) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["time", *prediction.classes])
         for t, row in zip(prediction.times, prediction.timeline, strict=True):
@@ -123,7 +170,7 @@ def write_timeline(
     ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=Path(prediction.video).name)
     ax.legend(loc="upper left", fontsize="small", ncol=2)
     fig.tight_layout()
-    with replacing(png_path) as tmp:  # complete or not at all, like every file actrec writes
+    with replacing(png_path, TIMELINE) as tmp:  # complete or not at all, like every file
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return csv_path, png_path
@@ -158,19 +205,25 @@ def predict(
 
     Example: actrec predict clip.mp4 --run runs/gru -o predictions/
     """
+    distinct_inputs(videos, "VIDEOS")
+    stems = timeline_stems(list(videos))
+    written = [f for stem in stems.values() for f in timeline_paths(output, stem)]
+    check_outputs(
+        [*(("VIDEOS", v) for v in videos), ("--run", run_dir), ("--cache", cache),
+         ("--weights", weights), ("--backbone", backbone)],
+        [("-o", output), *(("-o", f) for f in written)],
+    )  # fmt: skip
+    check_predictions_dir(output, list(stems.values()))
     failures: dict[str, str] = {}
     results = predict_videos(
         list(videos), run_dir, top_k=top_k, cache=cache, weights=weights, backbone=backbone,
         window=window, device=device, failures=failures,
     )  # fmt: skip
-    names = [Path(p.video).name for p in results]
-    for i, p in enumerate(results):
+    for p in results:
         click.echo(p.video)
         for rank, (name, prob) in enumerate(p.top, 1):
             click.echo(f"  {rank}. {name:<24} {prob:.3f}")
-        # clips of one name from several folders must not overwrite each other's timeline
-        stem = names[i] if names.count(names[i]) == 1 else f"{i:03d}_{names[i]}"
-        csv_path, png_path = write_timeline(p, output, stem)
+        csv_path, png_path = write_timeline(p, output, stems[p.video])
         click.echo(f"  timeline: {csv_path} {png_path}")
     if failures:  # as extract does: the good videos predicted, the bad listed, exit code 1
         click.echo(f"{len(failures)} failed:", err=True)

@@ -21,7 +21,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+from actrec.common.atomic import write_text  # noqa: E402
 from actrec.common.errors import ActrecError  # noqa: E402
+from actrec.common.ownership import LEADERBOARD, RUN, check_file, folder_kind, mark_folder  # noqa: E402
 
 SUMMARY_KEYS = (
     ("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("top5_accuracy", "top-5"),
@@ -100,9 +102,20 @@ def curves_png(history: list[dict]) -> str:
     return _png(fig)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
+
+
+def md_escape(value: object) -> str:
+    """``value`` as Markdown text that shows as written: a name can end no table cell (``|``),
+    start no row (a line break), open no code span, link or HTML tag; as html.escape does for
+    the pages."""
+    text = re.sub(r"[\r\n\t]+", " ", str(value))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
 def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -165,17 +178,22 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     config, metrics, history = _read_run(run_dir)
     title = f"actrec run {run_dir.name}: {config.get('head', '?')}"
     n, split = metrics["n_samples"], metrics["split"]
-    intro = (f"Head `{config.get('head')}` on `{config.get('cache')}` ({config.get('dim')}-D, "
-             f"{len(metrics['classes'])} classes); {_best(config)}; metrics on the {split} split "
-             f"({n} videos).")  # fmt: skip
+
+    def intro(code) -> str:  # noqa: ANN001 - one formatter per page kind
+        return (f"Head {code(config.get('head'))} on {code(config.get('cache'))} "
+                f"({config.get('dim')}-D, {len(metrics['classes'])} classes); {_best(config)}; "
+                f"metrics on the {split} split ({n} videos).")  # fmt: skip
+
+    md_intro = intro(md_escape)
+    html_intro = intro(lambda v: f"<code>{html.escape(str(v))}</code>")
     pc_header = ["class", "precision", "recall", "F1", "support"]
     cm_header = ["true \\ predicted", *metrics["classes"]]
     cm_rows = [
         [c, *row] for c, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True)
     ]
     md = "\n\n".join([
-        f"# {title}", intro,
-        f"## Metrics ({split})", _md_table(["metric", "value"], _summary_rows(metrics)),
+        f"# {md_escape(title)}", md_intro,
+        f"## Metrics ({md_escape(split)})", _md_table(["metric", "value"], _summary_rows(metrics)),
         "## Per class", _md_table(pc_header, _per_class_rows(metrics)),
         "## Confusion matrix (rows: true, columns: predicted)", _md_table(cm_header, cm_rows),
         "## Learning curves",
@@ -193,7 +211,7 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     )
     body = "\n".join([
         f"<h1>{html.escape(title)}</h1>",
-        "<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(intro)) + "</p>",
+        f"<p>{html_intro}</p>",
         f"<h2>Metrics ({html.escape(split)})</h2>", _html_table(["metric", "value"], _summary_rows(metrics)),
         "<h2>Confusion matrix</h2>",
         f"<img alt='confusion matrix' src='data:image/png;base64,"
@@ -205,8 +223,10 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
         _html_table(["attribute", "value"], _feature_rows(config)),
     ])  # fmt: skip
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    md_path.write_text(md)
-    html_path.write_text(_page(title, body))
+    if folder_kind(run_dir) != RUN:
+        raise ActrecError(f"{run_dir} is not a run folder of `actrec train`: no report written")
+    write_text(md_path, md, kind=RUN)
+    write_text(html_path, _page(title, body), kind=RUN)
     return md_path, html_path
 
 
@@ -314,9 +334,13 @@ def leaderboard_text(run_dirs: list[str | os.PathLike]) -> str:
 def write_leaderboard(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
 ) -> tuple[Path, Path]:
-    """Write `leaderboard.md` and `leaderboard.html` into ``out_dir``; returns their paths."""
+    """Write `leaderboard.md` and `leaderboard.html` into ``out_dir``; returns their paths.
+
+    ``out_dir`` may be a new folder (marked as a leaderboard's), or any folder that is not
+    another kind of actrec's; files of those names there are replaced only if actrec wrote them.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_leaderboard_dir(out_dir)
     rows = leaderboard(run_dirs)
     header, body = _leaderboard_table(rows)
     note = ("Mean ± standard deviation over seeds where runs differ only by seed; one column per "
@@ -325,7 +349,18 @@ def write_leaderboard(
     if warnings:
         note += " " + " ".join(warnings)
     md_path, html_path = out_dir / "leaderboard.md", out_dir / "leaderboard.html"
-    md_path.write_text(f"# actrec leaderboard\n\n{note}\n\n{_md_table(header, body)}\n")
-    html_path.write_text(_page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>{note}</p>"
-                                + _html_table(header, body)))  # fmt: skip
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        mark_folder(out_dir, LEADERBOARD)
+    write_text(md_path, f"# actrec leaderboard\n\n{md_escape(note)}\n\n{_md_table(header, body)}\n",
+               kind=LEADERBOARD)  # fmt: skip
+    write_text(html_path, _page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>"
+               f"{html.escape(note)}</p>" + _html_table(header, body)), kind=LEADERBOARD)  # fmt: skip
     return md_path, html_path
+
+
+def check_leaderboard_dir(out_dir: Path) -> None:
+    """Refuse, before any work, a leaderboard folder where its files would replace others'."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ActrecError(f"{out_dir} exists and is not a folder: choose another -o")
+    for name in ("leaderboard.md", "leaderboard.html"):
+        check_file(out_dir / name, LEADERBOARD)

@@ -10,13 +10,15 @@ import csv
 import html
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
-from actrec.common.atomic import replacing
+from actrec.common.atomic import replacing, write_text
+from actrec.common.ownership import TUNE
 from actrec.temporal.report import _html_table, _md_table, _page, _png, plt
 from actrec.temporal.search_space import COMMON, PER_HEAD, Range
 from actrec.temporal.train import TrainConfig
@@ -64,7 +66,7 @@ def write_trials_csv(rows: list[dict], path: Path) -> Path:
     names = _setting_names(rows)
     header = ["trial", "state", *names, "score", "score_std", "scores", "val_loss", "seconds",
               "started", "train_defaults", "pruned_after_pass", "error"]  # fmt: skip
-    with replacing(path) as tmp, open(tmp, "w", newline="") as fh:
+    with replacing(path, kind=TUNE) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for r in rows:
@@ -123,17 +125,34 @@ def leaderboard_table(rows: list[dict]) -> tuple[list[str], list[list]]:
     return header, body
 
 
+def md_code(value: object) -> str:
+    """``value`` as a Markdown code span that shows it as written, backticks and all."""
+    text = re.sub(r"[\r\n\t]+", " ", str(value))
+    runs = [len(m) for m in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    return f"{fence} {text} {fence}" if runs else f"{fence}{text}{fence}"
+
+
+def html_code(value: object) -> str:
+    return f"<code>{html.escape(str(value))}</code>"
+
+
 def _intro(
-    rows: list[dict], setup: dict, cache: str, best_run: Path | None, command: str | None
+    rows: list[dict],
+    setup: dict,
+    cache: str,
+    best_run: Path | None,
+    command: str | None,
+    code=md_code,  # noqa: ANN001 - md_code or html_code
 ) -> list[str]:
     states = [r["state"] for r in rows]
     how = f"{setup['folds']} folds of train+val" if setup["folds"] else "the validation split"
     lines = [
-        f"Search on `{cache}`: {states.count('COMPLETE')} trials completed, "
+        f"Search on {code(cache)}: {states.count('COMPLETE')} trials completed, "
         f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed. Each trial is scored on "
         f"{how} x {setup['seeds']} seed(s): validation accuracy, mean ± std over those fits. "
         "One column per setting that differs between the trials shown; – where a head has no "
-        "such setting. The test split is used only by `best/`."
+        "such setting. The test split is used only by {code('best/')}."
     ]
     order = ranked(rows)
     if order:
@@ -146,15 +165,15 @@ def _intro(
         head = TrainConfig().head
         default = next((r for r in order if r["train_defaults"] and r["head"] == head), None)
         if default is not None:
-            lines.append(f"`train`'s defaults (head {head}): trial {default['trial']}, "
+            lines.append(f"{code('train')}'s defaults (head {head}): trial {default['trial']}, "
                          f"validation {default['score']:.4f}.")  # fmt: skip
     if best_run is not None and (best_run / "metrics.json").is_file():
         m = json.loads((best_run / "metrics.json").read_text())
-        lines.append(f"Retrained as `{best_run.name}/`: {m['split']} accuracy {m['accuracy']:.4f}, "
+        lines.append(f"Retrained as {code(best_run.name + '/')}: {m['split']} accuracy {m['accuracy']:.4f}, "
                      f"macro F1 {m['f1_macro']:.4f} ({m['n_samples']} sequences); its report is "
-                     f"`{best_run.name}/report.html`.")  # fmt: skip
+                     f"{code(best_run.name + '/report.html')}.")  # fmt: skip
     if command:
-        lines.append(f"The same run by hand: `{command}`")
+        lines.append(f"The same run by hand: {code(command)}")
     return lines
 
 
@@ -247,9 +266,10 @@ def write_tune_leaderboard(
     """`leaderboard.md` and a self-contained `leaderboard.html` in ``out``; ``command`` is the
     `actrec train` line of the best trial."""
     intro = _intro(rows, setup, cache, best_run, command)
+    html_intro = _intro(rows, setup, cache, best_run, command, code=html_code)
     header, body = leaderboard_table(rows)
     md = "\n\n".join(["# actrec tune", *intro, "## Best trials", _md_table(header, body),
-                      "Every trial, its settings and scores: `trials.csv`."]) + "\n"  # fmt: skip
+                      f"Every trial, its settings and scores: {md_code('trials.csv')}."]) + "\n"  # fmt: skip
     plots = [f"<h2>Score per trial over time</h2><img alt='score per trial' "
              f"src='data:image/png;base64,{history_png(rows)}'>"]  # fmt: skip
     by_setting = settings_png(rows)
@@ -257,19 +277,11 @@ def write_tune_leaderboard(
         plots.append(f"<h2>Score against each setting</h2><img alt='score against each setting' "
                      f"src='data:image/png;base64,{by_setting}'>")  # fmt: skip
     page = "\n".join([
-        "<h1>actrec tune</h1>", *[f"<p>{_code(line)}</p>" for line in intro],
+        "<h1>actrec tune</h1>", *[f"<p>{line}</p>" for line in html_intro],
         "<h2>Best trials</h2>", _html_table(header, body), *plots,
         "<p>Every trial, its settings and scores: <code>trials.csv</code>.</p>",
     ])  # fmt: skip
     md_path, html_path = out / "leaderboard.md", out / "leaderboard.html"
-    with replacing(md_path) as tmp:
-        tmp.write_text(md)
-    with replacing(html_path) as tmp:
-        tmp.write_text(_page("actrec tune", page))
+    write_text(md_path, md, kind=TUNE)
+    write_text(html_path, _page("actrec tune", page), kind=TUNE)
     return md_path, html_path
-
-
-def _code(text: str) -> str:
-    import re
-
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))

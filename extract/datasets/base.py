@@ -18,6 +18,7 @@ from pathlib import Path
 
 from actrec.common.atomic import replacing
 from actrec.common.errors import ActrecError
+from actrec.common.ownership import MANIFEST, MISSING, is_actrec_output
 from actrec.extract.sources import VIDEO_EXTENSIONS
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -65,7 +66,11 @@ def video_files(root: Path, skip: Iterable[Path] = ()) -> Iterator[Path]:
         here = Path(folder)
         # prune in place, so that os.walk never enters them
         dirs[:] = sorted(
-            d for d in dirs if not d.startswith(".") and (here / d).resolve() not in skip_set
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and (here / d).resolve() not in skip_set
+            and not is_actrec_output(here / d)  # a run, predictions: never a dataset's videos
         )
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
@@ -100,7 +105,8 @@ def write_manifest(result: DatasetManifest, output: Path) -> None:
         (Path(os.path.relpath(e.file.resolve(), base)).as_posix(), e.label, e.split, e.group)
         for e in result.entries
     )
-    with replacing(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    # replaces only a manifest actrec wrote (ownership.py): never an official list, or a video
+    with replacing(output, MANIFEST) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["path", "label", "split", "group"])
         writer.writerows(rows)
@@ -110,7 +116,7 @@ def write_missing(result: DatasetManifest, path: Path) -> None:
     """One line per file: ``missing<TAB>name`` (named, not on disk), ``extra<TAB>path`` (on
     disk, in no annotation)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with replacing(path, MISSING) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for name in sorted(result.missing):
             fh.write(f"missing\t{name}\n")
         for file in sorted(result.extra):

@@ -8,6 +8,8 @@ import click
 
 from actrec.common import options as O  # noqa: N812 - the types read as O.SEED
 from actrec.common.errors import ActrecError
+from actrec.common.ownership import MANIFEST, MISSING, check_file
+from actrec.common.paths import check_outputs
 from actrec.extract.datasets import (
     ManifestOptions,
     build_manifest,
@@ -55,7 +57,16 @@ def manifest(dataset: str, root: Path, output: Path, annotations: Path | None, f
         flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
         raise ActrecError(f"{dataset} does not take {flags}")
     options = ManifestOptions(**{k: v for k, v in given.items() if v is not None})
+    outputs = [("-o", output), ("--missing", missing_path)]
+    # a manifest beside the videos is never taken for one: ROOT may hold it
+    check_outputs([("ROOT", root), ("--annotations", annotations)], outputs,
+                  files_may_lie_in=[root])  # fmt: skip
+    check_file(output, MANIFEST, "-o")
+    if missing_path is not None:
+        check_file(missing_path, MISSING, "--missing")
     result = build_manifest(dataset, root, annotations, options)
+    # the annotation files a recipe found by itself are inputs too
+    check_outputs([("annotations", a) for a in result.annotations], outputs)
     if not result.entries:
         raise ActrecError(
             f"{root}: none of the {len(result.missing):,} clips the annotations name is on disk "
