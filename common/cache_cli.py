@@ -9,6 +9,8 @@ import numpy as np
 
 from actrec.common.cache import combine, open_cache
 from actrec.common.errors import CacheError
+from actrec.common.ownership import check_cache_output
+from actrec.common.paths import check_outputs, distinct_inputs
 from actrec.common.shards import check_set
 
 
@@ -105,6 +107,9 @@ def merge(shards: tuple[Path, ...], output: Path, force: bool, partial: bool) ->
         raise CacheError(f"{output} exists: pass --force to overwrite it")
     if output.resolve() in {s.resolve() for s in shards}:
         raise CacheError(f"{output} is one of the shards: write the merged cache elsewhere")
+    distinct_inputs(shards, "SHARDS")
+    check_outputs([("SHARDS", s) for s in shards], [("-o", output)])
+    check_cache_output(output, force)  # over an actrec cache only
     attrs = []
     for path in shards:
         with open_cache(path) as c:

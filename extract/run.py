@@ -15,9 +15,18 @@ import torch
 import torchvision
 
 from actrec import __version__
-from actrec.common.cache import PartialCache, Stored, Video, open_cache, stored_records
+from actrec.common.cache import (
+    PartialCache,
+    Stored,
+    Video,
+    open_cache,
+    partial_dir,
+    stored_records,
+)
 from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
+from actrec.common.ownership import is_cache_file
+from actrec.common.paths import check_outputs
 from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
 from actrec.extract.config import ExtractConfig, shard_output
 from actrec.extract.decode import Resize, Sampling
@@ -81,6 +90,13 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     items = shard(all_items, k, n)
     output = shard_output(config.output, k, n)
     _check_name(output)
+    files = [(f"--{o}", v) for o, v in (("weights", config.weights), ("backbone", config.backbone))
+             if Path(str(v)).is_file()]  # fmt: skip
+    listed = [] if config.source.is_dir() else [(it.id, it.path) for it in all_items]
+    check_outputs([("SOURCE", config.source), *listed, *files], [("-o", output)],
+                  whole=[("-o", partial_dir(output))])  # fmt: skip
+    if output.exists() and not output.is_dir() and not is_cache_file(output):
+        raise ActrecError(f"-o {output}: exists and is not an actrec cache: choose another -o")
     _check_writable(output)
     device = _device(config.device)
     precision = resolve_precision(config.precision, device)

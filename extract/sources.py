@@ -11,6 +11,7 @@ from pathlib import Path
 
 from actrec.common.errors import ActrecError
 from actrec.common.manifest import read_manifest
+from actrec.common.ownership import is_actrec_output
 
 # Files with other extensions inside class folders are ignored (notes, thumbnails, .DS_Store);
 # a file with one of these that is not really a video is recorded as failed, not skipped.
@@ -100,7 +101,8 @@ def shard(items: list[Item], k: int, n: int) -> list[Item]:
 
 
 def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+    # actrec's own outputs (a run, predictions, an unfinished .partial) are never inputs
+    return path.name.startswith(".") or is_actrec_output(path)
 
 
 def _from_folders(root: Path) -> list[Item]:

@@ -19,6 +19,8 @@ import numpy as np
 from actrec.common.cache import Video, write_cache
 from actrec.common.errors import ActrecError
 from actrec.common.manifest import read_manifest
+from actrec.common.ownership import check_cache_output
+from actrec.common.paths import check_outputs, distinct_inputs
 from actrec.temporal.ts_format import read_ts
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -153,18 +155,17 @@ def import_sequences(
     sources, output = [Path(s) for s in sources], Path(output)
     if not sources:
         raise ActrecError("no source given: pass a folder, a .csv manifest or .ts files")
-    if output.exists() and not force:
-        raise ActrecError(f"{output} exists: pass --force to overwrite it")
+    distinct_inputs(sources, "SOURCES")
+    check_outputs([("SOURCES", s) for s in sources], [("-o", output)])
     if output.is_dir():
         raise ActrecError(f"{output} is a folder: give a file name for the cache")
+    check_cache_output(output, force)  # over an actrec cache only, and only with --force
     items = _collect(sources)
     items.sort(key=lambda it: it.id)
     for a, b in zip(items, items[1:], strict=False):
         if a.id == b.id:
             raise ActrecError(f"{a.file or a.id} is listed twice")
-    inputs = {s.resolve() for s in sources} | {it.file.resolve() for it in items if it.file}
-    if output.resolve() in inputs:
-        raise ActrecError(f"{output} is one of the inputs: write the cache elsewhere")
+    check_outputs([(str(it.id), it.file) for it in items if it.file], [("-o", output)])
     first = _load(items[0], None)
     dim = first.shape[1]
     dtype = _stored_dtype(items, dtype)

@@ -123,7 +123,7 @@ def test_float16_overflow_npz_and_own_input_are_refused(tmp_path):
     with pytest.raises(ActrecError, match="an .npz archive, not one .npy array"):
         import_sequences(tmp_path / "src", tmp_path / "d.h5")
     (tmp_path / "src" / "a" / "1.npy").unlink()
-    with pytest.raises(ActrecError, match="is one of the inputs"):
+    with pytest.raises(ActrecError, match="lies inside the input folder"):
         import_sequences(tmp_path / "src", tmp_path / "src" / "a" / "0.npy", force=True)
     assert np.load(tmp_path / "src" / "a" / "0.npy").shape == (2, 2)
 
