@@ -39,9 +39,12 @@ def replacing(path: str | os.PathLike, kind: str | None = None) -> Iterator[Path
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 is for the name's sake only
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno and e.filename in (None, str(tmp), tmp):
+            # a write cut short (a full disk, `ulimit -f`) names the file the user asked for
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     if kind is not None:
         from actrec.common.ownership import record

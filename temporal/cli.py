@@ -199,9 +199,11 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
 
     out = None
     if len(runs) > 1:  # where the leaderboard goes, checked before any report is rewritten
-        out = output or Path(os.path.commonpath([r.resolve() for r in runs]))
-        if out in {r.resolve() for r in runs}:
-            out = out.parent
+        out = output
+        if out is None:  # the runs' common parent; never one of the runs itself
+            out = Path(os.path.commonpath([r.resolve() for r in runs]))
+            if out in {r.resolve() for r in runs}:
+                out = out.parent
         check_outputs([("RUN", r) for r in runs],
                       [("-o", out / "leaderboard.md"), ("-o", out / "leaderboard.html")])  # fmt: skip
         check_leaderboard_dir(out)
