@@ -794,7 +794,10 @@ class PartialCache:
         self._lock()
         # the lock holder alone writes the cache: a temporary file of it is a killed run's
         for stray in self.cache_path.parent.glob(f"{glob.escape(self.cache_path.name)}.tmp*"):
-            stray.unlink(missing_ok=True)
+            # only what temporary_name makes, and HDF5: a user's `feats.h5.tmp-notes` stays
+            number = stray.name[len(self.cache_path.name) + 4 :]
+            if number.isdigit() and stray.is_file() and h5py.is_hdf5(stray):
+                stray.unlink(missing_ok=True)
         meta = self.dir / "meta.json"
         if meta.exists():
             theirs = json.loads(meta.read_text())

@@ -25,7 +25,7 @@ from actrec.common.cache import (
 )
 from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
-from actrec.common.ownership import is_cache_file
+from actrec.common.ownership import is_actrec_output, is_cache_file
 from actrec.common.paths import check_outputs
 from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
 from actrec.extract.config import ExtractConfig, shard_output
@@ -97,6 +97,14 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
                   whole=[("-o", partial_dir(output))])  # fmt: skip
     if output.exists() and not output.is_dir() and not is_cache_file(output):
         raise ActrecError(f"-o {output}: exists and is not an actrec cache: choose another -o")
+    part = partial_dir(output)  # removed once the cache is made: it must be ours to remove
+    if (
+        (part.exists() or part.is_symlink())
+        and not is_actrec_output(part)
+        and (not part.is_dir() or part.is_symlink() or any(part.iterdir()))
+    ):
+        raise ActrecError(f"{part} is in the way (not an unfinished extraction): move it, or "
+                          "choose another -o")  # fmt: skip
     _check_writable(output)
     device = _device(config.device)
     precision = resolve_precision(config.precision, device)

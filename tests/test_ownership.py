@@ -241,17 +241,50 @@ class Bands(nn.Module):
                             x[:, :, h // 2 :].mean(dim=(1, 2, 3))], dim=1)  # fmt: skip
 
 
-def test_predict_two_names_that_become_one(tmp_path):
-    band = tmp_path / "bands.pt"
-    with warnings.catch_warnings():
+def band_file(path: Path) -> Path:
+    with warnings.catch_warnings():  # TorchScript is deprecated, and still supported
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(Bands()), band)
+        torch.jit.save(torch.jit.script(Bands()), path)
+    return path
+
+
+def band_args(band: Path) -> list:
+    return ["--backbone", band, "--input-size", "32", "--mean", "0", "0", "0", "--std", "1",
+            "1", "1", "--dtype", "float32", "--quiet", "--workers", "0"]  # fmt: skip
+
+
+def test_extract_leaves_a_users_files_named_like_its_own(tmp_path):
+    band = band_file(tmp_path / "bands.pt")
+    for i in range(2):
+        make_video(tmp_path / "src" / "a" / f"{i}.mp4", 4)
+    (tmp_path / "c.h5.tmp-notes").write_text("mine")
+    (tmp_path / "c.h5.tmp123").write_text("mine too")
+    (tmp_path / "c.h5.partial").mkdir()
+    (tmp_path / "c.h5.partial" / "thesis.tex").write_text("...")
+    line = one_line(cli("extract", tmp_path / "src", "-o", tmp_path / "c.h5", *band_args(band)))
+    assert line == (
+        f"Error: {tmp_path / 'c.h5.partial'} is in the way (not an unfinished extraction): "
+        "move it, or choose another -o"
+    )
+    (tmp_path / "c.h5.partial").rename(tmp_path / "kept")
+    r = cli("extract", tmp_path / "src", "-o", tmp_path / "c.h5", *band_args(band))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c.h5.tmp-notes").read_text() == "mine"
+    assert (tmp_path / "c.h5.tmp123").read_text() == "mine too"  # not HDF5: not a temporary
+    assert (tmp_path / "kept" / "thesis.tex").read_text() == "..."
+    # outputs inside the source folder would be read back as inputs: refused
+    assert "lies inside the input folder" in one_line(
+        cli("extract", tmp_path / "src", "-o", tmp_path / "src" / "c.h5", *band_args(band))
+    )
+
+
+def test_predict_two_names_that_become_one(tmp_path):
+    band = band_file(tmp_path / "bands.pt")
     for label in ("a", "b"):
         for i in range(3):
             make_video(tmp_path / "videos" / label / f"{i}.mp4", 6 + i)
-    bb = ["--backbone", band, "--input-size", "32", "--mean", "0", "0", "0", "--std", "1", "1",
-          "1", "--dtype", "float32", "--quiet", "--workers", "0"]  # fmt: skip
-    assert cli("extract", tmp_path / "videos", "-o", tmp_path / "v.h5", *bb).exit_code == 0
+    r = cli("extract", tmp_path / "videos", "-o", tmp_path / "v.h5", *band_args(band))
+    assert r.exit_code == 0, r.output
     r = cli("train", tmp_path / "v.h5", "-o", tmp_path / "run", *FAST, "--clip-len", "2")
     assert r.exit_code == 0, r.output
     spaced, underscored = tmp_path / "my clip.mp4", tmp_path / "my_clip.mp4"
