@@ -77,6 +77,12 @@ class LazyGroup(click.Group):
             where = e.ctx.command_path if e.ctx is not None else "actrec"
             click.echo(f"Error: {e.format_message()} (`{where} -h` for help)", err=True)
             ctx.exit(2)
+        except EOFError as e:
+            # a reader that met an empty or cut-short file: click would print "Aborted!" and 1,
+            # its answer to a closed terminal; the readers name their file, this is the last word
+            detail = f" ({e})" if str(e) else ""
+            click.echo(f"Error: a file ended early: empty or cut short{detail}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             # one rule for every command (extract says more itself): a line, and the shell's
             # code for a run stopped by Ctrl-C, not click's "Aborted!" and 1

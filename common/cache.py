@@ -39,6 +39,7 @@ from actrec.common.atomic import replacing
 from actrec.common.diskspace import Reservation, is_disk_full
 from actrec.common.errors import CacheError
 from actrec.common.progress import progress as progress_bar
+from actrec.common.validate import check_features, check_text, index_problems
 
 FORMAT_VERSION = 1
 
@@ -323,7 +324,8 @@ class Cache:
             problems.append("an id is both stored and failed")
         if self.fingerprint != fingerprint(self.attrs):
             problems.append("the fingerprint does not match the root attributes")
-        return problems
+        texts = {"videos/split": ix.split, "videos/group": ix.group}
+        return problems + index_problems(self._f, ix.ids, ix.classes, texts)
 
     def ensure_index(self) -> None:
         """Raise :class:`CacheError` with one line naming the first problem of the index (see
@@ -399,7 +401,14 @@ def _read_index(path: Path, handle: h5py.File) -> Index:
 
     def numbers(name: str, dtype: type, default: float) -> np.ndarray:
         if isinstance(handle.get(name), h5py.Dataset):
-            return handle[name][...].astype(dtype).reshape(-1)
+            data = handle[name]
+            if data.dtype.kind not in "iuf" or (dtype is np.int64 and data.dtype.kind == "f"):
+                wanted = "integers" if dtype is np.int64 else "numbers"
+                raise CacheError(
+                    f"{path}: /{name} holds {data.dtype}, not {wanted}; not a sound actrec cache: "
+                    "re-extract or re-import it"
+                )
+            return data[...].astype(dtype).reshape(-1)
         return np.full(n, default, dtype=dtype)
 
     def strings(name: str) -> list[str]:
@@ -430,7 +439,13 @@ def _read_index(path: Path, handle: h5py.File) -> Index:
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
     values = dataset[...].reshape(-1)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    try:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    except UnicodeDecodeError:
+        raise CacheError(
+            f"{dataset.file.filename}: {dataset.name} holds text that is not UTF-8; not a sound "
+            "actrec cache: re-extract or re-import it"
+        ) from None
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -540,9 +555,11 @@ def _write_hdf5(
                 if previous is not None and v.id <= previous:
                     raise ValueError(f"videos must come sorted by id: {v.id!r} after {previous!r}")
                 previous = v.id
-                assert v.features.shape[1] == dim, (
-                    f"{v.id}: dimension {v.features.shape[1]}, cache {dim}"
-                )
+                # every array enters a cache here: extract, import, merge alike
+                check_features(v.features, v.id, dtype=dtype_np, dim=dim)
+                for what, text in (("id", v.id), ("label", v.label), ("split", v.split),
+                                   ("group", v.group)):  # fmt: skip
+                    check_text(text, f"{v.id[:80]!r}: its {what}" if what != "id" else "an id")
                 t = len(v.features)
                 index_bytes += 160 + 2 * len(v.id.encode()) + len(v.split) + len(v.group)
                 space.grow(int(1.05 * -(-(n + t) // chunk_rows) * chunk_bytes) + index_bytes)
@@ -692,6 +709,12 @@ def combine(
     ):  # fmt: skip
         for vid, (ka, ia), (kb, ib) in twins:
             a, b = caches[ka].video(ia), caches[kb].video(ib)
+            for what, x, y in (("label", a.label, b.label), ("split", a.split, b.split)):
+                if x != y and metadata is None:
+                    raise CacheError(
+                        f"{vid} has the {what} {x!r} in {paths[ka]} and {y!r} in {paths[kb]}: "
+                        "one video, two answers; fix the caches' labels or merge only one"
+                    )
             if not (_same(a.features, b.features) and _same(a.timestamps, b.timestamps)):
                 raise CacheError(
                     f"{vid} is in {paths[ka]} and in {paths[kb]} with different features: "

@@ -19,6 +19,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ActrecError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: nothing here runs on them
+        raise ActrecError(f"--device {name}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ActrecError(f"--device {name}: no CUDA device here; use --device cpu or auto")

@@ -29,6 +29,16 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
     kept (``path == ""``) for the caller to skip or refuse."""
     csv_path = Path(csv_path)
     # utf-8-sig: a spreadsheet's byte-order mark would otherwise hide the `path` header
+    try:
+        return _read(csv_path)
+    except UnicodeDecodeError as e:
+        raise ActrecError(
+            f"{csv_path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8 (a spreadsheet's CSV UTF-8)"
+        ) from None
+
+
+def _read(csv_path: Path) -> list[ManifestRow]:
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if "path" not in [c.strip() for c in reader.fieldnames or []]:

@@ -243,3 +243,22 @@ def parse_settings(
         else:
             out[name] = check(param_type, value, f"{flag} {pair}")
     return out
+
+
+class Device(click.ParamType):
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or any device torch knows), checked against this
+    machine as the option is parsed: ``cuda:abc``, ``cuda:-1``, a GPU that is not there."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        from actrec.common.device import resolve_device
+
+        try:
+            resolve_device(str(value))
+        except ActrecError as e:
+            self.fail(str(e), param, ctx)
+        return str(value)
+
+
+DEVICE = Device()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -286,11 +288,17 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         raise ActrecError(f"--backbone {path}: not a readable {kind} model ({reason})")
     try:
         if path.suffix == ".pt2":
-            module = torch.export.load(str(path)).module()
+            data = path.read_bytes()  # checked and loaded from memory: no swap in between
+            check_no_code(path, data)
+            module = torch.export.load(io.BytesIO(data)).module()
         else:
+            # TorchScript's own unpickler builds TorchScript types only: a pickle naming a
+            # Python function (os.system) is an unknown type to it, and no Python code runs
             with warnings.catch_warnings():  # docs/design.md supports TorchScript on purpose
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
+    except ActrecError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever the loaders raise for a bad file
         reason = model_file_reason(path, e)
         raise ActrecError(f"--backbone {path}: not a readable {kind} model ({reason})") from None
@@ -305,6 +313,57 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         "weights_path": "",
     }
     return module, attrs, resize, mean, std
+
+
+# what torch.export.load unpickles besides tensors' raw bytes: files saved with torch.save
+# (sample inputs, legacy weights and constants), and script or opaque objects among constants
+_PICKLED_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle")
+_OBJECT_PREFIXES = ("custom_obj", "opaque_obj")
+
+
+def check_no_code(path: Path, data: bytes) -> None:
+    """Refuse a torch.export archive whose loading would run code of the file's.
+
+    torch.export.load unpickles some members with ``weights_only=False`` (sample inputs,
+    payloads marked ``use_pickle``, script and opaque objects), and a pickle can call any
+    function. Each such member must load under ``weights_only=True`` (tensors and containers
+    only); objects are refused outright. A plain exported module holds none but its sample
+    inputs, which pass.
+    """
+    import json
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+        pickled = {n for n in names if n.lower().endswith(_PICKLED_SUFFIXES)}
+        for name in names:
+            parts = name.split("/")
+            if "constants" in parts and parts[-1].startswith(_OBJECT_PREFIXES):
+                raise ActrecError(
+                    f"--backbone {path}: holds a pickled object ({name}), which loading would "
+                    "run as code; actrec loads only tensors from a model file: export the "
+                    "model without script objects"
+                )
+            if name.endswith(".json") and "/data/" in name:  # payload configs
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    config = json.loads(archive.read(name)).get("config", {})
+                    folder = name.rsplit("/", 1)[0]
+                    pickled |= {f"{folder}/{meta.get('path_name')}" for meta in config.values()
+                                if isinstance(meta, dict) and meta.get("use_pickle")}  # fmt: skip
+        for name in sorted(pickled & set(names)):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - the safe unpickler refused: code, or garbage
+                first = " ".join(str(e).split())
+                found = re.search(r"(?:unsupported|Unsupported global:) (GLOBAL [\w.]+)", first)
+                what = found.group(1) if found else "not tensors"
+                raise ActrecError(
+                    f"--backbone {path}: member {name} is a pickle that loads more than tensors "
+                    f"({what}); loading it would run the file's code, so actrec refuses it: "
+                    "re-export the model from code you trust"
+                ) from None
+    except (zipfile.BadZipFile, OSError, RuntimeError) as e:
+        raise ActrecError(f"--backbone {path}: not a readable torch.export archive ({e})") from None
 
 
 # -- common ---------------------------------------------------------------------------------------

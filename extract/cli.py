@@ -61,7 +61,9 @@ from actrec.common.errors import ActrecError
 )
 @click.option("--fps", type=O.RATE, help="Resample to F frames per second by timestamps.")
 @click.option("--every", type=O.EVERY, help="Keep every N-th frame.")
-@click.option("--max-frames", type=O.MAX_FRAMES, help="At most N frames per video, spread uniformly.")
+@click.option(
+    "--max-frames", type=O.MAX_FRAMES, help="At most N frames per video, spread uniformly."
+)
 @click.option(
     "--frame-rate",
     type=O.RATE,
@@ -77,7 +79,9 @@ from actrec.common.errors import ActrecError
     help="Frames per forward pass, across video boundaries.",
 )
 @click.option("--workers", type=O.WORKERS, help="Decoding processes [default: half the CPU cores].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),

@@ -27,6 +27,8 @@ from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
 from actrec.common.ownership import is_actrec_output, is_cache_file
 from actrec.common.paths import check_outputs
+from actrec.common.shards import local_rank
+from actrec.common.validate import check_names
 from actrec.extract.backbones import Backbone, is_file_backbone, load_backbone, sha256
 from actrec.extract.config import ExtractConfig, shard_output
 from actrec.extract.decode import Resize, Sampling
@@ -87,6 +89,7 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     config.validate()
     all_items = find_items(config.source)
     k, n = config.resolved_shard()
+    check_names(all_items, str(config.source))  # what HDF5 cannot hold, before any work
     items = shard(all_items, k, n)
     output = shard_output(config.output, k, n)
     _check_name(output)
@@ -228,9 +231,9 @@ def _summary(
 def _device(name: str) -> torch.device:
     """`auto` under torchrun or srun takes this process's own GPU (LOCAL_RANK, SLURM_LOCALID)."""
     device = resolve_device(name)
-    local = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID"))
+    local = local_rank()  # a value that is not a GPU number is one line, on any machine
     if name == "auto" and device.type == "cuda" and local is not None:
-        device = resolve_device(f"cuda:{int(local)}")
+        device = resolve_device(f"cuda:{local}")
     return device
 
 

@@ -61,12 +61,20 @@ def import_(
                    f"{AUTO_EPOCHS} passes over train].")  # fmt: skip
 @click.option("--epochs", type=O.EPOCHS, default=None,
               help="Or the budget in passes over the training set.")  # fmt: skip
-@click.option("--lr", type=O.LR, default=_D.lr, show_default=True, help="Peak learning rate (AdamW).")
+@click.option(
+    "--lr", type=O.LR, default=_D.lr, show_default=True, help="Peak learning rate (AdamW)."
+)
 @click.option("--weight-decay", type=O.DECAY, default=_D.weight_decay, show_default=True,
               help="AdamW, on weight matrices.")  # fmt: skip
 @click.option("--warmup", type=O.PROBABILITY, default=_D.warmup, show_default=True,
               help="Fraction of the steps spent warming up, then cosine decay to lr/100.")  # fmt: skip
-@click.option("--batch-size", type=O.BATCH, default=_D.batch_size, show_default=True, help="Sequences per step.")
+@click.option(
+    "--batch-size",
+    type=O.BATCH,
+    default=_D.batch_size,
+    show_default=True,
+    help="Sequences per step.",
+)
 @click.option("--hidden", type=O.WIDTH, default=_D.hidden, show_default=True,
               help="Width after the input projection (for embeddings, 3 of these channels are "
                    "frame-to-frame similarities).")  # fmt: skip
@@ -95,8 +103,9 @@ def import_(
                    "wide: a few channels, not embeddings) are filtered at full length first.")  # fmt: skip
 @click.option("--eval-windows", type=O.WINDOWS, default=_D.eval_windows, show_default=True,
               help="0 = evaluate whole sequences; K = average K windows of --clip-len frames.")  # fmt: skip
-@click.option("--label-smoothing", type=O.PROBABILITY, default=_D.label_smoothing,
-              show_default=True)
+@click.option(
+    "--label-smoothing", type=O.PROBABILITY, default=_D.label_smoothing, show_default=True
+)
 @click.option("--eval-every", type=O.STEPS, default=None,
               help=f"Steps between validation passes [default: about {EVALUATIONS} in a run, "
                    "at most one per epoch].")  # fmt: skip
@@ -114,7 +123,13 @@ def import_(
               help="Seed of the split itself.")  # fmt: skip
 @click.option("--seed", type=O.SEED, default=_D.seed, show_default=True,
               help="Initialisation, dropout, batch order.")  # fmt: skip
-@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--device",
+    type=O.DEVICE,
+    default=_D.device,
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N.",
+)
 @click.option("--lazy/--in-memory", default=None,
               help="Read windows from disk in workers [default: when the cache will not fit in memory].")  # fmt: skip
 @click.option("--workers", type=O.WORKERS, default=_D.workers, show_default=True,
@@ -153,7 +168,7 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
               show_default=True)  # fmt: skip
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write metrics.json, predictions.csv and confusion.csv into this folder.")  # fmt: skip
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=O.DEVICE, default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
 def evaluate(run: Path, cache: Path | None, split: str, output: Path | None, device: str,
              as_json: bool) -> None:  # fmt: skip
@@ -256,7 +271,9 @@ def _fixed(pairs: tuple[str, ...]) -> dict:
                    "delta=false); a fixed setting is not searched.")  # fmt: skip
 @click.option("--storage", default="", help="An Optuna database URL that several processes or "
               "machines share [default: sqlite in OUTPUT].")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+)
 @click.option("--seed", type=O.SEED, default=0, show_default=True,
               help="Seed of the sampler and the folds.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")

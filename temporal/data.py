@@ -19,6 +19,7 @@ import torch
 
 from actrec.common.cache import open_cache
 from actrec.common.errors import ActrecError
+from actrec.common.validate import check_features
 
 _STATS_BLOCK = 1 << 16  # about this many rows per block when summing statistics
 
@@ -87,7 +88,12 @@ def load_sequences(
             if lazy:
                 log(f"{path}: {nbytes / 2**30:.1f} GiB of features will not fit in memory: "
                     "reading windows from disk (--lazy)")  # fmt: skip
-        features = None if lazy else torch.from_numpy(c.all_features())  # (rows, D)
+        features = None
+        if not lazy:  # every value leaving the cache is checked as every value entering it
+            rows = c.all_features()  # (rows, D)
+            if len(rows):
+                check_features(rows, f"{path}: /features", dim=c.dim)
+            features = torch.from_numpy(rows)
         return Sequences(
             path=Path(path), ids=list(ix.ids), start=ix.start.copy(), length=ix.length.copy(),
             label=ix.label.copy(), split=list(ix.split), group=list(ix.group),

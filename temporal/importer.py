@@ -21,9 +21,8 @@ from actrec.common.errors import ActrecError
 from actrec.common.manifest import read_manifest
 from actrec.common.ownership import check_cache_output
 from actrec.common.paths import check_outputs, distinct_inputs
+from actrec.common.validate import check_features, check_names
 from actrec.temporal.ts_format import read_ts
-
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
@@ -89,26 +88,12 @@ def _collect(sources: Sequence[Path]) -> list[_Item]:
     raise ActrecError(f"{source}: give a folder of class folders, a .csv manifest or .ts files")
 
 
-def _load(item: _Item, dim: int | None) -> np.ndarray:
+def _load(item: _Item, dim: int | None, dtype: str | None = None) -> np.ndarray:
     x = item.array if item.array is not None else _load_npy(item)
-    if x.ndim != 2 or len(x) == 0:
-        raise ActrecError(
-            f"{item.file or item.id}: expected an array of shape [T, D] with T >= 1, got {x.shape}"
-        )
-    if dim is not None and x.shape[1] != dim:
-        raise ActrecError(
-            f"{item.file or item.id}: dimension {x.shape[1]}, but the first item has {dim}"
-        )
-    if not np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.floating):
-        # complex values would lose their imaginary part, booleans and strings are not features
-        raise ActrecError(f"{item.file or item.id}: dtype {x.dtype} is not real numbers")
-    if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise ActrecError(
-            f"{item.file or item.id}: non-finite value {x[tuple(bad)]} at step {bad[0]}, "
-            f"dimension {bad[1]}; features must be finite"
-        )
-    return x
+    what = str(item.file or item.id)
+    if dim is not None and x.ndim == 2 and x.shape[1] != dim and min(x.shape) >= 1:
+        raise ActrecError(f"{what}: dimension {x.shape[1]}, but the first item has {dim}")
+    return check_features(x, what, dtype=dtype)
 
 
 def _load_npy(item: _Item) -> np.ndarray:
@@ -117,6 +102,8 @@ def _load_npy(item: _Item) -> np.ndarray:
         raise ActrecError(f"{item.file}: no such file (listed as {item.id})")
     try:
         x = np.load(item.file, allow_pickle=False)
+    except EOFError:  # an empty or cut-short file: click would call it a Ctrl-C ("Aborted!")
+        raise ActrecError(f"{item.file}: not a readable .npy array (empty, or cut short)") from None
     except (OSError, ValueError) as e:
         raise ActrecError(f"{item.file}: not a readable .npy array ({e})") from None
     if not isinstance(x, np.ndarray):  # an .npz archive renamed .npy loads as a mapping
@@ -127,12 +114,17 @@ def _load_npy(item: _Item) -> np.ndarray:
 def _stored_dtype(items: list[_Item], dtype: str | None) -> str:
     if dtype is not None:
         return dtype
-    # headers only: np.load with mmap reads no data
-    all16 = all(
-        (it.array if it.array is not None else np.load(it.file, mmap_mode="r")).dtype == np.float16
-        for it in items
-    )
-    return "float16" if all16 else "float32"
+    return "float16" if all(_dtype_of(it) == np.float16 for it in items) else "float32"
+
+
+def _dtype_of(item: _Item) -> np.dtype:
+    if item.array is not None:
+        return item.array.dtype
+    assert item.file is not None
+    try:  # the header only: np.load with mmap reads no data
+        return np.load(item.file, mmap_mode="r", allow_pickle=False).dtype
+    except (OSError, ValueError, EOFError):
+        return _load_npy(item).dtype  # which names the problem, or reads what mmap could not
 
 
 def import_sequences(
@@ -161,6 +153,7 @@ def import_sequences(
         raise ActrecError(f"{output} is a folder: give a file name for the cache")
     check_cache_output(output, force)  # over an actrec cache only, and only with --force
     items = _collect(sources)
+    check_names(items, str(sources[0]))  # what HDF5 cannot hold, before any item is read
     items.sort(key=lambda it: it.id)
     for a, b in zip(items, items[1:], strict=False):
         if a.id == b.id:
@@ -172,12 +165,7 @@ def import_sequences(
 
     def videos() -> Iterator[Video]:
         for it in items:
-            x = _load(it, dim)
-            if dtype == "float16" and np.abs(x).max() > _FLOAT16_MAX:
-                raise ActrecError(
-                    f"{it.file or it.id}: values beyond float16's range ({_FLOAT16_MAX:g}); "
-                    "import with --dtype float32"
-                )
+            x = _load(it, dim, dtype)
             t = np.arange(len(x), dtype=np.float64)
             yield Video(
                 id=it.id, features=x, timestamps=t / fps if fps else t, label=it.label,

@@ -8,7 +8,6 @@ classes and the whole training config: a run rebuilds itself from its folder.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 
 from actrec import __version__
 from actrec.common.errors import ActrecError
+from actrec.common.validate import CONFIG_KEYS, check_features, read_checkpoint, read_json
 from actrec.temporal.heads import Head, create_head, pool_time
 
 NORMS = ("dataset", "sequence", "both")
@@ -135,19 +135,15 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     """Rebuild a run's model from ``model.pt`` (and its config from ``config.json``)."""
     run_dir = Path(run_dir)
     path = run_dir / "model.pt"
-    if not path.is_file():
-        raise ActrecError(
-            f"{run_dir}: no model.pt here; is it a run folder made by `actrec train`?"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(
-        ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"],
-        # runs from before these options never pooled and normalised by the training set only
-        ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
-    )  # fmt: skip
+    ckpt = read_checkpoint(path)  # any damage is one line; tensors only, no code of the file's
     try:
+        model = build_model(
+            ckpt["head"], ckpt["head_kwargs"], ckpt["mean"], ckpt["std"], ckpt["delta"],
+            # runs from before these options never pooled and normalised by the training set only
+            ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
+        )  # fmt: skip
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:  # the head's layers changed between versions
+    except (RuntimeError, TypeError, KeyError, ValueError) as e:  # the head's layers changed
         raise ActrecError(
             f"{path}: its {ckpt['head']!r} weights do not fit this version's {ckpt['head']!r} head "
             f"(made by actrec {ckpt.get('actrec_version', 'before 0.2')}); retrain it: the run's "
@@ -156,7 +152,9 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     device = torch.device(device)
     model.to(device).eval()
     config_file = run_dir / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else ckpt["config"]
+    config = (
+        read_json(config_file, CONFIG_KEYS) if config_file.is_file() else ckpt.get("config", {})
+    )
     return Run(
         dir=run_dir, model=model, classes=list(ckpt["classes"]), mean=ckpt["mean"],
         std=ckpt["std"], config=config, in_dim=int(ckpt["mean"].shape[0]), device=device,
@@ -164,10 +162,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
 
 
 def _check_features(run: Run, features: np.ndarray) -> None:
-    if features.ndim != 2 or features.shape[1] != run.in_dim or len(features) == 0:
-        raise ActrecError(
-            f"features must be (T, {run.in_dim}) with T >= 1 for run {run.dir}, got {features.shape}"
-        )
+    check_features(np.asarray(features), f"features for run {run.dir}", dim=run.in_dim)
 
 
 @torch.inference_mode()

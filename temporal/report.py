@@ -7,7 +7,6 @@ report is one file that opens anywhere.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -24,6 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from actrec.common.atomic import write_text  # noqa: E402
 from actrec.common.errors import ActrecError  # noqa: E402
 from actrec.common.ownership import LEADERBOARD, RUN, check_file, folder_kind, mark_folder  # noqa: E402
+from actrec.common.validate import (  # noqa: E402
+    CONFIG_KEYS,
+    METRICS_KEYS,
+    read_history,
+    read_json,
+)
 
 SUMMARY_KEYS = (
     ("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("top5_accuracy", "top-5"),
@@ -41,16 +46,10 @@ _NOT_SETTINGS = {
 
 
 def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
-    for name in ("config.json", "metrics.json"):
-        if not (run_dir / name).is_file():
-            raise ActrecError(f"{run_dir}: no {name}; is it a finished run of `actrec train`?")
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = []
-    if (run_dir / "history.csv").is_file():
-        with open(run_dir / "history.csv", newline="") as fh:
-            history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-    return config, metrics, history
+    # one reader per file: any damage is one line naming the file (validate.py)
+    config = read_json(run_dir / "config.json", CONFIG_KEYS)
+    metrics = read_json(run_dir / "metrics.json", METRICS_KEYS)
+    return config, metrics, read_history(run_dir / "history.csv")
 
 
 def _png(fig: plt.Figure) -> str:

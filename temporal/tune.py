@@ -135,6 +135,96 @@ def default_folds(n_pool: int, val_given: bool) -> int:
     return FOLDS if n_pool < SMALL and not val_given else 0
 
 
+def folds_possible(seqs: Sequences, pool: np.ndarray) -> int:
+    """The most folds ``pool`` can be cut into with every class in the training side of each:
+    the fewest groups (a video without one is its own) that a class of the pool has."""
+    per_class: dict[int, set[str]] = {}
+    for i in pool:
+        per_class.setdefault(int(seqs.label[i]), set()).add(seqs.group[i] or f"\0{seqs.ids[i]}")
+    return min((len(g) for g in per_class.values()), default=0)
+
+
+def _why_few(can: int) -> str:
+    return (
+        f"the smallest class has {can} sequence{'s' * (can != 1)} (or groups) in train+val"
+        if can
+        else "train+val holds no labelled sequence"
+    )
+
+
+class _Lock:
+    """One `tune` per folder: a POSIX lock beside it (as `train` holds for a run folder), which
+    the kernel drops when the process dies, ``kill -9`` included."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out.parent / f".{out.name[:200]}.lock"
+        self.out, self.handle = out, None
+
+    def __enter__(self) -> _Lock:
+        import fcntl
+
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+b")  # noqa: SIM115 - held until __exit__
+        except OSError as e:
+            raise ActrecError(f"{self.out}: cannot write here ({e.strerror})") from None
+        try:
+            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise ActrecError(
+                f"{self.out}: another `actrec tune` (or `train`) is writing this folder; wait "
+                "for it, or add trials from another process through a shared --storage"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.close()  # the file stays: unlinked, a third process could lock a new one
+
+
+def check_storage(storage: str, cache: Path) -> None:
+    """Refuse a ``--storage`` that Optuna could not open, or would open onto the wrong file,
+    with one line: a URL that is not one, an unknown database, a driver not installed, an
+    SQLite file whose folder is missing, that is the cache or a file of another kind."""
+    if not storage:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        raise ActrecError(f"--storage {storage!r}: not a database URL (e.g. sqlite:///study.db, "
+                          "postgresql://user@host/db)") from None  # fmt: skip
+    try:
+        url.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ActrecError(f"--storage {storage!r}: unknown database {url.drivername!r} (sqlite, "
+                          "postgresql, mysql)") from None  # fmt: skip
+    except ImportError as e:
+        raise ActrecError(f"--storage {url.drivername}: its Python driver is not installed "
+                          f"({e.name or e}): pip install it, or use sqlite") from None  # fmt: skip
+    if url.get_backend_name() != "sqlite":
+        return
+    if not url.database or url.database == ":memory:":
+        raise ActrecError(f"--storage {storage!r}: an in-memory database keeps no study; give a "
+                          "file, sqlite:///path/study.db") from None  # fmt: skip
+    db = Path(url.database)
+    if not db.parent.is_dir():
+        raise ActrecError(f"--storage {storage!r}: no folder {db.parent}; create it first")
+    if db.exists():
+        if db.is_dir():
+            raise ActrecError(f"--storage {storage!r}: {db} is a folder; give a database file")
+        if cache.exists() and db.samefile(cache):
+            raise ActrecError(f"--storage {storage!r} is the cache itself; give another file")
+        with open(db, "rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\0":
+            raise ActrecError(f"--storage {storage!r}: {db} is not an SQLite database; give a "
+                              "new file name or an existing study's") from None  # fmt: skip
+
+
 def _optuna():
     try:
         import optuna
@@ -184,9 +274,17 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     check_outputs([("cache", cfg.cache)], [], whole=[("-o", out)])
     check_folder(out, TUNE, force=True)  # new, empty or a study (resumed): never a run, or others'
     check_replaceable(out / "best", force=True)  # a best/ of other files: refused before the search
+    check_storage(cfg.storage, Path(cfg.cache))
     device = resolve_device(cfg.device)
-    seqs = load_sequences(cfg.cache, log=log)
-    splits, parts = _splits(cfg, seqs, log)
+    with _Lock(out):
+        seqs = load_sequences(cfg.cache, log=log)
+        splits, parts = _splits(cfg, seqs, log)
+        return _run(cfg, out, device, seqs, splits, parts, optuna, log)
+
+
+def _run(cfg: TuneConfig, out: Path, device, seqs: Sequences, splits: dict, parts: list, optuna,
+         log: Callable[[str], None]) -> TuneResult:  # fmt: skip
+    """The search and its outputs, with the cache loaded and the folder locked."""
     longest = int(seqs.length.max())
     setup = {
         "cache_fingerprint": seqs.fingerprint, "heads": list(cfg.heads), "folds": len(parts)
@@ -227,14 +325,28 @@ def _splits(
 ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """The split `train` would make, and the (train, val) parts a trial is scored on."""
     base = cfg.base(cfg.heads[0], str(Path(cfg.out) / "best"))
+    notes: list[str] = []  # shown once the folds are known to be possible: a refusal is one line
     splits = training_splits(
         seqs, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
-        seed=base.split_seed, log=log,
+        seed=base.split_seed, log=notes.append,
     )  # fmt: skip
     pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
     k = cfg.folds
+    can = folds_possible(seqs, pool)
     if k is None:
         k = default_folds(len(pool), "val" in given_splits(seqs))
+        if k and can < 2:
+            log(f"tune: {_why_few(can)}: scored on the validation split instead of folds")
+            k = 0
+        elif k > can:
+            k = can  # what the data can give: each fold needs a member of every class
+    elif k > can:
+        raise ActrecError(
+            f"--folds {k}: {_why_few(can)}, so at most {can} folds"
+            + (" (--folds 0 scores on the validation split)" if can < 2 else "")
+        )
+    for note in notes:
+        log(note)
     if not k:
         log(f"tune: scored on the validation split ({len(splits['val'])} sequences), "
             f"{cfg.seeds} seed(s); test ({len(splits['test'])}) is for best/ only")  # fmt: skip
