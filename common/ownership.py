@@ -87,7 +87,7 @@ def _legacy_run(folder: Path) -> bool:
         return False
     return (
         isinstance(config, dict)
-        and {"head", "cache", "out", "clip_len"} <= config.keys()
+        and {"head", "cache", "out"} <= config.keys()
         and ((folder / "model.pt").is_file() or (folder / "metrics.json").is_file())
     )
 
