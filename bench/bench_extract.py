@@ -3,15 +3,23 @@
 (a) a naive pipeline: decode each whole video into memory as PIL images, torchvision's transforms
     frame by frame, one forward pass per video;
 (b) the model's ceiling: forward passes alone on ready tensors (same batch, precision, layout);
-(c) the decoder's ceiling: decoding and resizing alone, with the same worker processes;
+(c) the decoder's ceiling ("decode alone"): the same number of worker processes decoding and
+    resizing with actrec's own reader and threads, and dropping the frames (no transport);
 
 for resnet18 at 224x224 (resnet50 with --resnet50), and DINOv2's ViT-S/14 from timm at 224x224
 where timm is installed (--no-vit leaves it out), and each precision in --precisions, on
 generated H.264 videos of several lengths. The limit is min(b, c); the goals on 2 CPU cores are
-at least 2x (a) and at least 85% of the limit, for each backbone against its own ceilings. A memory check runs the extraction of a short and
-of a long video in separate processes and compares their peak RSS (main process + workers).
+at least 2x (a) and at least 85% of the limit, for each backbone against its own ceilings. A
+memory check runs the extraction of a short and of a long video in separate processes and
+compares their peak RSS (main process + workers).
 
-Prints a table and writes bench/results/extract.json.
+The hand-off rows measure what stage one costs beyond decoding: `actrec extract` with a
+near-free backbone (a torch.export module that averages each frame) against decoding alone, with
+1 and 2 workers on the same 320x240 H.264 videos of 600 frames, whole runs (start-up included),
+each pair in turn, --repeats times, the best of each; and the main process's CPU time per frame
+(all its threads). Goal: hand-off >= 90% of decode-alone.
+
+Prints a table and writes bench/results/extract.json (--handoff-only: extract_handoff.json).
 
 Example: .venv/bin/python bench/bench_extract.py --quick
 """
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
+import itertools
 import json
 import os
 import platform
@@ -38,7 +48,7 @@ import torchvision
 
 from actrec.common.device import autocast
 from actrec.extract import ExtractConfig, Sampling, find_items, load_backbone, run_extraction
-from actrec.extract.pipeline import _worker_messages
+from actrec.extract.decode import Reader
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -171,18 +181,135 @@ def run_model_ceiling(
     return n / (time.perf_counter() - start)
 
 
-def run_decoder_ceiling(source: Path, backbone: str, workers: int) -> float:
+def _decode_settings(workers: int) -> dict:
+    """The decoder and scaler threads actrec's own workers use (older actrec: one setting)."""
+    if "scaler_threads" not in inspect.signature(Reader).parameters:
+        return {"threads": max(1, (os.cpu_count() or 1) // max(workers, 1))}
+    from actrec.extract.threads import thread_budget
+
+    budget = thread_budget(workers, "cpu")
+    return {"threads": budget.decoder, "scaler_threads": budget.scaler}
+
+
+def _decode_alone_worker(tasks, counts, resize, settings: dict) -> None:
+    """Decode and resize items from ``tasks`` as actrec's workers do, and drop the frames."""
+    frames, failed = 0, []
+    buffer = np.empty((16, resize.height, resize.width, 3), dtype=np.uint8)
+    while (item := tasks.get()) is not None:
+        try:
+            reader = Reader(item, Sampling(), resize, **settings)
+            if hasattr(reader, "read_into"):  # straight into one buffer, as into shared slots
+                frames += sum(k for k, _ in reader.read_into(itertools.repeat(buffer)))
+            else:
+                frames += sum(len(f) for f, _ in reader.chunks(16))
+        except Exception as e:  # noqa: BLE001 - reported, and the bench stops
+            failed.append(f"{item.id}: {e}")
+    counts.put((frames, failed))
+
+
+def run_decode_alone(source: Path, backbone: str, workers: int) -> float:
+    """Frames per second of ``workers`` processes that only decode and resize (largest files
+    first, as actrec hands them out), process start-up included."""
+    import multiprocessing as mp
+
     net = load_backbone(backbone, "none", input_size=SIZE)
-    items = find_items(source)
-    frames, failed, start = 0, [], time.perf_counter()
-    for msg in _worker_messages(items, Sampling(), net.resize, workers):
-        if msg[0] == "frames":
-            frames += len(msg[2])
-        elif msg[0] == "failed":
-            failed.append(msg[2])
+    items = sorted(find_items(source), key=lambda it: -it.path.stat().st_size)
+    ctx = mp.get_context("fork")
+    start = time.perf_counter()
+    tasks, counts = ctx.Queue(), ctx.Queue()
+    for item in items:
+        tasks.put(item)
+    settings = _decode_settings(workers)
+    procs = [
+        ctx.Process(target=_decode_alone_worker, args=(tasks, counts, net.resize, settings))
+        for _ in range(max(workers, 1))
+    ]
+    for proc in procs:
+        tasks.put(None)
+        proc.start()
+    results = [counts.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    seconds = time.perf_counter() - start
+    failed = [f for _, fs in results for f in fs]
     if failed:  # a ceiling over fewer videos than the other columns would compare nothing
         raise SystemExit(f"decoding failed for {len(failed)} of {len(items)} videos: {failed[0]}")
-    return frames / (time.perf_counter() - start)
+    return sum(n for n, _ in results) / seconds
+
+
+class _Average(torch.nn.Module):
+    """A near-free backbone: each frame's mean colour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 3)
+        return x.mean(dim=(2, 3))
+
+
+def average_backbone(folder: Path) -> Path:
+    path = folder / "average.pt2"
+    if not path.exists():
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        exported = torch.export.export(
+            _Average(), (torch.zeros(2, 3, *SIZE),), dynamic_shapes=({0: batch},)
+        )
+        torch.export.save(exported, path)
+    return path
+
+
+def run_handoff(source: Path, out: Path, pt2: Path, workers: int, batch: int) -> tuple:
+    """(frames/s, main-process CPU microseconds per frame) of `actrec extract` with ``pt2``."""
+    for stale in out.parent.glob(out.name + "*"):
+        if stale.is_file():
+            stale.unlink()
+    config = ExtractConfig(
+        source=source, output=out, backbone=str(pt2), weights="none", input_size=SIZE,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), batch_size=batch, workers=workers,
+        device="cpu", dtype="float32", progress=False,
+    )  # fmt: skip
+    cpu, start = time.process_time(), time.perf_counter()
+    result = run_extraction(config)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if result.failed:
+        raise SystemExit(f"hand-off run failed items: {result.failed}")
+    return result.frames / seconds, 1e6 * cpu / result.frames
+
+
+def handoff_rows(work: Path, videos: int, frames: int, repeats: int, batch: int) -> list[dict]:
+    """Decode-alone and hand-off, 1 and 2 workers, in turn, best of ``repeats``."""
+    source = make_source(work / "handoff_videos", [frames], videos)
+    pt2 = average_backbone(work)
+    best: dict = {}
+    for _ in range(repeats):
+        for workers in (1, 2):
+            alone = run_decode_alone(source, "resnet18", workers)
+            ours, us = run_handoff(source, work / "handoff.h5", pt2, workers, batch)
+            b = best.setdefault(workers, {"alone": [], "handoff": [], "us": []})
+            b["alone"].append(alone)
+            b["handoff"].append(ours)
+            b["us"].append(us)
+            print(f"workers {workers}: decode alone {alone:.0f}, hand-off {ours:.0f} frames/s, "
+                  f"main {us:.0f} us/frame", flush=True)  # fmt: skip
+    rows = []
+    for workers, b in best.items():
+        alone, ours = max(b["alone"]), max(b["handoff"])
+        rows.append({
+            "workers": workers, "decode_alone_fps": round(alone, 1), "handoff_fps": round(ours, 1),
+            "ratio": round(ours / alone, 3), "main_us_per_frame": round(min(b["us"]), 1),
+            "spread_alone": round(max(b["alone"]) / min(b["alone"]) - 1, 3),
+            "spread_handoff": round(max(b["handoff"]) / min(b["handoff"]) - 1, 3),
+            "videos": videos, "frames_each": frames, "repeats": repeats,
+        })  # fmt: skip
+    return rows
+
+
+def print_handoff(rows: list[dict]) -> None:
+    print("\nhand-off: `actrec extract` with a backbone that averages each frame, against "
+          "decoding alone (same workers, same videos)")  # fmt: skip
+    print(f"{'workers':>7} {'decode alone':>12} {'hand-off':>9} {'ratio':>6} {'main us/frame':>13}"
+          f"  spread (best/worst-1) alone, hand-off")  # fmt: skip
+    for r in rows:
+        print(f"{r['workers']:>7} {r['decode_alone_fps']:>12.1f} {r['handoff_fps']:>9.1f} "
+              f"{100 * r['ratio']:>5.1f}% {r['main_us_per_frame']:>13.1f}  "
+              f"{100 * r['spread_alone']:.0f}%, {100 * r['spread_handoff']:.0f}%")  # fmt: skip
 
 
 MEMORY_SCRIPT = """
@@ -223,6 +350,23 @@ def peak_memory(mode: str, source: Path, out: Path) -> dict:
     }
 
 
+def machine() -> dict:
+    """What the figures were measured on."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                  if ln.startswith("model name")), platform.processor())  # fmt: skip
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": model, "cpus": os.cpu_count(), "usable_cpus": usable,
+        "avx512_bf16": "avx512_bf16" in info, "amx_bf16": "amx_bf16" in info,
+        "torch": str(torch.__version__), "av": str(av.__version__),
+        "threads": torch.get_num_threads(),
+    }  # fmt: skip
+
+
 def default_precisions(device: str) -> str:
     """bfloat16 is worth timing on CUDA and on CPUs with AVX-512 BF16 or AMX; elsewhere it is
     emulated, several times slower than float32, and would only make the run long."""
@@ -249,12 +393,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=1, help="videos of each length (more on a GPU)")
     p.add_argument("--skip-naive", action="store_true", help="leave out the naive pipeline")
     p.add_argument("--skip-memory", action="store_true", help="leave out the memory check")
+    p.add_argument("--skip-handoff", action="store_true", help="leave out the hand-off rows")
+    p.add_argument("--handoff-only", action="store_true", help="only the hand-off rows")
+    p.add_argument("--repeats", type=int, default=None, help="runs of each timing, best kept "
+                   "[default: 3, --quick 2]")  # fmt: skip
     args = p.parse_args(argv)
 
     # enough frames that start-up (model, workers) is a small part of every timing
     lengths = [60, 120, 240] if args.quick else [25, 50, 100, 200, 400, 600]
     precisions = (args.precisions or default_precisions(args.device)).split(",")
     work = args.dir or Path(tempfile.mkdtemp(prefix="actrec-bench-"))
+    repeats = args.repeats or (2 if args.quick else 3)
+    handoff = []
+    if not args.skip_handoff and args.device == "cpu":
+        videos = 8 if args.quick else 16
+        handoff = handoff_rows(work, videos, 600, repeats, args.batch_size)
+        print_handoff(handoff)
+    if args.handoff_only:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / "extract_handoff.json"
+        out.write_text(json.dumps({"handoff": handoff, **machine()}, indent=1))
+        print(f"wrote {out}")
+        return 0
     source = make_source(work / "videos", lengths, args.copies)
     backbones = ["resnet18"] + (["resnet50"] if args.resnet50 else [])
     if not args.no_vit and importlib.util.find_spec("timm") is not None:
@@ -262,13 +422,18 @@ def main(argv: list[str] | None = None) -> int:
     measure = 3 if args.quick else 10
     rows = []
     for backbone in backbones:
-        decoder = run_decoder_ceiling(source, backbone, args.workers)
+        decoder = max(run_decode_alone(source, backbone, args.workers) for _ in range(repeats))
         for precision in precisions:
-            model = run_model_ceiling(backbone, precision, args.batch_size, args.device, measure)
-            ours, frames, util = run_actrec(
-                source, work / "out.h5", backbone, precision, args.batch_size, args.workers,
-                args.device,
-            )  # fmt: skip
+            model, ours = 0.0, 0.0
+            for _ in range(repeats):  # in turn, the best of each
+                model = max(model, run_model_ceiling(
+                    backbone, precision, args.batch_size, args.device, measure
+                ))  # fmt: skip
+                fps, frames, util = run_actrec(
+                    source, work / "out.h5", backbone, precision, args.batch_size, args.workers,
+                    args.device,
+                )  # fmt: skip
+                ours = max(ours, fps)
             naive = (
                 float("nan")
                 if args.skip_naive
@@ -321,13 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"growth from short to long: actrec {growth['actrec']:+.1f} MiB, "
               f"naive {growth['naive']:+.1f} MiB")  # fmt: skip
 
+    if handoff:
+        print_handoff(handoff)
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {
-        "rows": rows, "memory": memory, "memory_growth_mib": growth,
+        "rows": rows, "handoff": handoff, "memory": memory, "memory_growth_mib": growth,
         "lengths": lengths, "batch_size": args.batch_size, "workers": args.workers,
-        "device": args.device,
-        "quick": args.quick, "cpus": os.cpu_count(), "machine": platform.processor(),
-        "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+        "device": args.device, "quick": args.quick, "repeats": repeats, **machine(),
         "maxrss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
     out = RESULTS / ("extract.json" if args.device == "cpu" else "extract_gpu.json")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from actrec.extract.sources import Item, frame_files
 
@@ -38,6 +39,19 @@ REORDER_WINDOW = 16  # frames held back to put timestamps in order: H.264 reorde
 # Metadata that is not UTF-8 must not make a video unreadable. PyAV before 19 decodes it strictly
 # unless told to ignore errors; PyAV 19 dropped the option (av.open refuses it).
 _OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
+def _reformat_takes_threads() -> bool:
+    # PyAV 17 and later default to a scaler thread per CPU in every worker; older ones take no
+    # `threads` argument and scale in one thread
+    try:
+        VideoReformatter().reformat(av.VideoFrame(16, 16, "yuv420p"), 8, 8, "rgb24", threads=1)
+    except TypeError:
+        return False
+    return True
+
+
+_SCALER_THREADS = _reformat_takes_threads()
 
 
 class DecodeError(Exception):
@@ -156,25 +170,52 @@ class Resize:
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as (height, width, 3) uint8 RGB."""
+        out = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self.into(frame, out)
+        return out
+
+    def into(
+        self,
+        frame: av.VideoFrame,
+        out: np.ndarray,
+        scaler: VideoReformatter | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Write the frame, resized and cropped, into ``out`` ((height, width, 3) uint8, e.g. a
+        slot of shared memory). ``scaler`` reuses one swscale context across frames (a frame's
+        own builds a new one, with new threads, every time); ``threads``: swscale's threads."""
         w, h = self.scaled_size(frame.width, frame.height)
         if w < self.width or h < self.height:  # a crop larger than the resized frame: stretch up
             w, h = max(w, self.width), max(h, self.height)
-        rgb = frame.reformat(
-            width=w, height=h, format="rgb24", interpolation=_SWS[self.interpolation]
-        ).to_ndarray()
+        options = {"threads": threads} if threads is not None and _SCALER_THREADS else {}
+        rgb = (scaler or VideoReformatter()).reformat(
+            frame, width=w, height=h, format="rgb24", interpolation=_SWS[self.interpolation],
+            **options,
+        ).to_ndarray()  # fmt: skip
         top = int(round((h - self.height) / 2.0))
         left = int(round((w - self.width) / 2.0))
-        return np.ascontiguousarray(rgb[top : top + self.height, left : left + self.width])
+        out[...] = rgb[top : top + self.height, left : left + self.width]
 
 
 # -- reading --------------------------------------------------------------------------------------
 
 
 class Reader:
-    """The kept frames of one item, resized: ``fps`` is known once open; :meth:`chunks` reads."""
+    """The kept frames of one item, resized: ``fps`` is known once open; :meth:`read_into`,
+    :meth:`chunks` and :meth:`frames` read. ``threads``: the decoder's (0: FFmpeg's choice);
+    ``scaler_threads``: swscale's (None: PyAV's default)."""
 
-    def __init__(self, item: Item, sampling: Sampling, resize: Resize, threads: int = 0) -> None:
+    def __init__(
+        self,
+        item: Item,
+        sampling: Sampling,
+        resize: Resize,
+        threads: int = 0,
+        scaler_threads: int | None = None,
+    ) -> None:
         self.item, self.sampling, self.resize, self.threads = item, sampling, resize, threads
+        self.scaler_threads = scaler_threads
+        self._scaler = VideoReformatter()
         if item.kind == "frames":
             self._images = self._open_folder()
         else:
@@ -193,7 +234,7 @@ class Reader:
         self._times = times
         return images
 
-    def _folder_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+    def _folder_frames(self) -> Iterator[tuple[av.VideoFrame, float]]:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
         for i in self._keep:
@@ -202,7 +243,7 @@ class Reader:
                     rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
             except (OSError, UnidentifiedImageError) as e:
                 raise DecodeError(f"{self._images[i].name}: not a readable image ({e})") from None
-            yield self.resize(av.VideoFrame.from_ndarray(rgb, format="rgb24")), self._times[i]
+            yield av.VideoFrame.from_ndarray(rgb, format="rgb24"), self._times[i]
 
     # videos ---------------------------------------------------------------------------------
     def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -276,7 +317,7 @@ class Reader:
         if not math.isfinite(self.fps) and len(times) > 1:
             self.fps = (len(times) - 1) / (times[-1] - times[0])
 
-    def _video_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+    def _video_frames(self) -> Iterator[tuple[av.VideoFrame, float]]:
         container, stream = self._open()
         stream.thread_type = "AUTO"
         stream.thread_count = self.threads
@@ -287,7 +328,7 @@ class Reader:
         given = None
         kept = [0]  # wanted frames given out
 
-        def emit() -> Iterator[tuple[np.ndarray, float]]:
+        def emit() -> Iterator[tuple[av.VideoFrame, float]]:
             nonlocal given
             frame, label = window.pop(0), heapq.heappop(labels)
             if given is not None and label <= given:
@@ -295,7 +336,7 @@ class Reader:
             given = label
             if label in self._wanted:
                 kept[0] += 1
-                yield self.resize(upright(frame)), label * float(self.time_base)
+                yield upright(frame), label * float(self.time_base)
 
         try:
             for frame in container.decode(stream):
@@ -319,25 +360,47 @@ class Reader:
         finally:
             container.close()
 
-    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
-        """(frame (H, W, 3) uint8, time in seconds) for each kept frame, in time order."""
+    def _upright_frames(self) -> Iterator[tuple[av.VideoFrame, float]]:
         return self._folder_frames() if self.item.kind == "frames" else self._video_frames()
 
-    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Kept frames in chunks: ((n, H, W, 3) uint8, (n,) float64 seconds)."""
-        frames, times, total = [], [], 0
-        for frame, t in self.frames():
-            frames.append(frame)
+    def read_into(self, buffers: Iterator[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """Write the kept frames, resized, into buffers ((n, H, W, 3) uint8 each) taken from
+        ``buffers`` one at a time, only when a frame is there to go in; yield (frames written,
+        (frames,) float64 seconds) when a buffer is full and after the last frame. A buffer is
+        the caller's again once its count is yielded."""
+        out, times, total = None, [], 0
+        for frame, t in self._upright_frames():
+            if out is None:
+                out = next(buffers)
+            self.resize.into(frame, out[len(times)], self._scaler, self.scaler_threads)
             times.append(t)
-            if len(frames) == size:
-                total += size
-                yield np.stack(frames), np.asarray(times, dtype=np.float64)
-                frames, times = [], []
-        if frames:
-            total += len(frames)
-            yield np.stack(frames), np.asarray(times, dtype=np.float64)
+            if len(times) == len(out):
+                total += len(times)
+                yield len(times), np.asarray(times, dtype=np.float64)
+                out, times = None, []
+        if times:
+            total += len(times)
+            yield len(times), np.asarray(times, dtype=np.float64)
         if total == 0:
             raise DecodeError("no frames could be decoded")
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Kept frames in chunks of new arrays: ((n, H, W, 3) uint8, (n,) float64 seconds)."""
+        shape = (size, self.resize.height, self.resize.width, 3)
+        held: list[np.ndarray] = []
+
+        def buffers() -> Iterator[np.ndarray]:
+            while True:
+                held.append(np.empty(shape, dtype=np.uint8))
+                yield held[-1]
+
+        for n, times in self.read_into(buffers()):
+            yield held.pop()[:n], times
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        """(frame (H, W, 3) uint8, time in seconds) for each kept frame, in time order."""
+        for frames, times in self.chunks(1):
+            yield frames[0], float(times[0])
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from actrec.extract.config import ExtractConfig, shard_output
 from actrec.extract.decode import Resize, Sampling
 from actrec.extract.pipeline import stream_features
 from actrec.extract.sources import Item, find_items, shard, source_stat
+from actrec.extract.writer import SegmentWriter
 
 
 @dataclass
@@ -144,23 +145,26 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
         todo = plan.todo
 
         extracted = frames = 0
-        for batch in stream_features(
-            todo,
-            backbone,
-            sampling,
-            device=device,
-            precision=precision,
-            batch_size=config.batch_size,
-            workers=min(config.resolved_workers(), len(todo)),
-            dtype=config.dtype,
-            progress=config.progress,
-        ):
-            for v in batch.videos:
-                v.source_size, v.source_mtime_ns = stats[v.id]
-            # one segment per forward pass: a crash from here on loses no finished video
-            partial.add(batch.videos, batch.failed)
-            extracted += len(batch.videos)
-            frames += sum(len(v.features) for v in batch.videos)
+        # longest first (a file's size stands for its length), so that no worker is left with a
+        # long video when the others are done; the cache is sorted by id whatever the order
+        ordered = sorted(todo, key=lambda it: -stats[it.id][0])
+        with SegmentWriter(partial) as writer:
+            for batch in stream_features(
+                ordered,
+                backbone,
+                sampling,
+                device=device,
+                precision=precision,
+                batch_size=config.batch_size,
+                workers=min(config.resolved_workers(), len(todo)),
+                dtype=config.dtype,
+                progress=config.progress,
+            ):
+                for v in batch.videos:
+                    v.source_size, v.source_mtime_ns = stats[v.id]
+                writer.add(batch.videos, batch.failed)
+                extracted += len(batch.videos)
+                frames += sum(len(v.features) for v in batch.videos)
         partial.finish(
             classes=classes,
             extra_inputs=[output] if output.exists() else [],
