@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
+import mmap
 import multiprocessing as mp
 import os
 import queue
@@ -404,7 +406,7 @@ def _worker(
     tasks,
     results,
     returns,
-    ring: torch.Tensor,
+    ring: np.ndarray | torch.Tensor,
     mine: range,
     sampling: Sampling,
     resize: Resize,
@@ -414,7 +416,8 @@ def _worker(
     # and says what is kept; a traceback from each worker would bury that
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
-    slots = ring.numpy()  # (slots, CHUNK, H, W, 3) uint8, shared with the main process
+    # (slots, CHUNK, H, W, 3) uint8, shared with the main process
+    slots = ring.numpy() if isinstance(ring, torch.Tensor) else ring
     free = list(mine)
 
     def alive_or_exit() -> None:
@@ -472,8 +475,13 @@ class _Workers:
         self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.n = min(workers, len(items))
         shape = (self.n * SLOTS_PER_WORKER, CHUNK, resize.height, resize.width, 3)
-        self.ring = torch.empty(shape, dtype=torch.uint8).share_memory_()
-        self.slots = self.ring.numpy()  # the same memory
+        if self.ctx.get_start_method() == "fork":
+            # anonymous shared memory, inherited by the workers: not bounded by /dev/shm,
+            # which containers often make 64 MiB (a ring for 14 workers at 224x224 is 135 MiB)
+            self.ring = np.frombuffer(mmap.mmap(-1, math.prod(shape)), np.uint8).reshape(shape)
+        else:  # spawned workers get it by name from torch's sharing
+            self.ring = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        self.slots = self.ring.numpy() if isinstance(self.ring, torch.Tensor) else self.ring
         self.tasks = self.ctx.Queue()
         # bounded: a worker that cannot put learns soon enough that the main process is gone
         self.results = self.ctx.Queue(maxsize=self.n * (SLOTS_PER_WORKER + 4))
