@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from actrec.common.errors import ActrecError
 
@@ -29,8 +29,16 @@ _HEADS: dict[str, Callable[..., Head]] = {}
 
 
 def register_head(fn: Callable[..., Head]) -> Callable[..., Head]:
-    """Register a head constructor under its function name."""
-    _HEADS[fn.__name__] = fn
+    """Register a head constructor under its function name; a name already taken is refused,
+    so that a script's head cannot silently replace a built-in one (or another script's)."""
+    name = fn.__name__
+    if name in _HEADS:
+        taken = _HEADS[name]
+        raise ActrecError(
+            f"a head named {name!r} is already registered (by {taken.__module__}."
+            f"{taken.__qualname__}); give {fn.__module__}.{fn.__qualname__} another name"
+        )
+    _HEADS[name] = fn
     return fn
 
 
@@ -189,6 +197,9 @@ def frame_similarity(x: torch.Tensor, mask: torch.Tensor, lags: tuple[int, ...])
     return torch.stack(out, -1)
 
 
+POOLS = ("mean", "max", "last", "attn")  # what RecurrentHead can pool, side by side
+
+
 class MeanHead(Head):
     """Average pooling over time then a linear layer: the order-blind baseline."""
 
@@ -200,7 +211,22 @@ class MeanHead(Head):
 
 
 class RecurrentHead(Head):
-    """Projection, then a GRU or LSTM; the feature is the last layer's final hidden state(s)."""
+    """Projection, two residual convolution blocks, then a GRU or LSTM over every step; the
+    feature is the mean and the maximum of the recurrent outputs over the real steps.
+
+    The recurrent network decides, as in the convolutional-recurrent designs for sensor and
+    activity series (DeepConvLSTM, Ordóñez and Roggen 2016): the blocks (tcn's first two:
+    kernel 7, dilations 1 and 2, batch norm over real frames) turn each step into a description
+    of its neighbourhood, and the recurrence reads those in order. Its outputs at every step are
+    pooled, as tcn pools its blocks and ULMFiT its LSTM's states: the last state alone has to
+    carry the whole sequence through one vector, and on real sets of a few dozen examples it
+    did not (README, "Why the defaults").
+
+    ``pool`` names what is pooled, side by side: ``mean`` and ``max`` over the last layer's
+    outputs at every real step, ``last`` its final state(s), ``attn`` a learned weighting of the
+    steps; ``conv_blocks`` 0 feeds the projection to the recurrence directly. Padding is
+    excluded from each: a sequence's feature is the same alone or in a batch.
+    """
 
     def __init__(
         self,
@@ -212,9 +238,12 @@ class RecurrentHead(Head):
         dropout: float,
         bidirectional: bool,
         max_len: int = 0,
+        pool: tuple[str, ...] = ("mean", "max"),
+        conv_blocks: int = 2,
     ) -> None:
         directions = 2 if bidirectional else 1
-        super().__init__(hidden * directions, num_classes, dropout)
+        assert pool and set(pool) <= set(POOLS), f"pool must be some of {POOLS}, got {pool}"
+        super().__init__(len(pool) * hidden * directions, num_classes, dropout)
         self.proj = InputProjection(in_dim, hidden, dropout, max_len)
         self.pools_time = self.proj.series
         self.rnn = cell(
@@ -226,26 +255,63 @@ class RecurrentHead(Head):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.directions = directions
+        self.pool = tuple(pool)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(hidden, hidden, kernel_size=7, dilation=2**i, padding=3 * 2**i)
+            for i in range(conv_blocks)
+        )
+        self.norms = nn.ModuleList(MaskedBatchNorm(hidden) for _ in range(conv_blocks))
+        self.act = nn.GELU()
+        self.block_drop = nn.Dropout(dropout)
+        if "attn" in self.pool:
+            self.score = nn.Sequential(
+                nn.Linear(hidden * directions, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+            )
+
+    def outputs(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last layer's output at every step, (B, T, dirs * H); padding steps are garbage."""
+        if self.directions == 1 or bool(mask.all()):
+            # Forward in time, padding only comes after a sequence's real steps and cannot reach
+            # them; packing would cost a third more per step for nothing.
+            return self.rnn(h)[0]
+        # both ways with uneven lengths: packing starts the backward pass at each sequence's end
+        lengths = mask.sum(1).cpu()  # (B,)
+        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=h.shape[1])
+        return out
+
+    def steps(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the recurrence reads: the projection, then the blocks, (B, T', H), (B, T')."""
+        h, mask = self.proj(x, mask)  # (B, T, H)
+        if not len(self.convs):
+            return h, mask
+        m = mask.unsqueeze(1).to(h.dtype)  # (B, 1, T)
+        norm_mask = None if bool(mask.all()) else m  # torch's own batch norm where all is real
+        c = h.transpose(1, 2) * m  # (B, H, T)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            # padding must stay zero, or a short sequence would see its batch's longest length
+            c = (c + self.block_drop(self.act(norm(conv(c), norm_mask)))) * m
+        return c.transpose(1, 2), mask  # (B, T, H)
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h, mask = self.proj(x, mask)  # (B, T, H)
-        lengths = mask.sum(1)  # (B,)
-        if self.directions == 1 or bool((lengths == lengths[0]).all()):
-            # Forward in time, padding only comes after a sequence's last frame, so the output at
-            # that frame is its final state; packing would cost a third more per step for nothing.
-            out, _ = self.rnn(h)  # (B, T, dirs * H)
-            last = (lengths - 1).clamp_min(0)  # (B,)
-            fwd = out[torch.arange(len(x), device=x.device), last, : self.rnn.hidden_size]
-            if self.directions == 1:
-                return fwd  # (B, H)
-            # every sequence fills the batch: the backward direction's final state is at t = 0
-            return torch.cat([fwd, out[:, 0, self.rnn.hidden_size :]], 1)  # (B, 2H)
-        # both ways with uneven lengths: packing starts the backward pass at each sequence's end
-        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, H)
-        last = h_n[-self.directions :]  # (dirs, B, H)
-        return last.transpose(0, 1).reshape(len(x), -1)  # (B, dirs * H)
+        h, mask = self.steps(x, mask)  # (B, T, H)
+        out = self.outputs(h, mask)  # (B, T, dirs * H)
+        m = mask.unsqueeze(-1)  # (B, T, 1)
+        feats = []
+        for kind in self.pool:
+            if kind == "mean":
+                feats.append(masked_mean(out, mask))
+            elif kind == "max":
+                feats.append(out.masked_fill(~m, float("-inf")).amax(1))
+            elif kind == "attn":
+                score = self.score(out).masked_fill(~m, float("-inf"))  # (B, T, 1)
+                feats.append((torch.softmax(score, 1) * out.masked_fill(~m, 0.0)).sum(1))
+            else:  # the final state: forward at the last real step, backward at the first
+                n = self.rnn.hidden_size
+                last = (mask.sum(1) - 1).clamp_min(0)  # (B,)
+                fwd = out[torch.arange(len(out), device=out.device), last, :n]  # (B, H)
+                feats += [fwd] if self.directions == 1 else [fwd, out[:, 0, n:]]
+        return torch.cat(feats, 1) if len(feats) > 1 else feats[0]  # (B, F)
 
 
 class MaskedBatchNorm(nn.BatchNorm1d):
@@ -367,7 +433,8 @@ def gru(
     in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
-    """Projection then a GRU (1 layer by default)."""
+    """Projection, two convolution blocks, then a GRU (1 layer by default) whose outputs at every
+    step are pooled (mean and max)."""
     return RecurrentHead(
         nn.GRU, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )
@@ -378,7 +445,8 @@ def lstm(
     in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
-    """Projection then an LSTM (1 layer by default)."""
+    """Projection, two convolution blocks, then an LSTM (1 layer by default) whose outputs at
+    every step are pooled (mean and max)."""
     return RecurrentHead(
         nn.LSTM, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )

@@ -33,6 +33,17 @@ def test_register_head_adds_a_name():
         heads._HEADS.pop("tiny_mean")
 
 
+def test_register_head_refuses_a_name_already_taken():
+    def gru(in_dim, num_classes, **_):
+        return MeanHead(in_dim, num_classes, dropout=0.0)
+
+    before = create_head("gru", in_dim=3, num_classes=2)
+    with pytest.raises(ActrecError, match="a head named 'gru' is already registered"):
+        register_head(gru)
+    # the built-in one is still the one created
+    assert type(create_head("gru", in_dim=3, num_classes=2)) is type(before) is not MeanHead
+
+
 @pytest.mark.parametrize("name", list_heads())
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_common_surface_and_masking(name, bidirectional):

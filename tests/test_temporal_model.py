@@ -52,14 +52,15 @@ def test_unpacked_final_state_equals_packed(cell):
     from actrec.temporal.heads import RecurrentHead
 
     torch.manual_seed(0)
-    head = RecurrentHead(cell, 5, 3, hidden=8, layers=2, dropout=0.0, bidirectional=False).eval()
+    head = RecurrentHead(cell, 5, 3, hidden=8, layers=2, dropout=0.0, bidirectional=False,
+                         pool=("last",)).eval()  # fmt: skip
     x = torch.randn(3, 6, 5)
     lengths = torch.tensor([6, 2, 4])
     mask = torch.arange(6)[None] < lengths[:, None]
     with torch.no_grad():
         ours = head.forward_features(x, mask)  # (B, H)
         packed = pack_padded_sequence(
-            head.proj(x, mask)[0], lengths, batch_first=True, enforce_sorted=False
+            head.steps(x, mask)[0], lengths, batch_first=True, enforce_sorted=False
         )
         _, state = head.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state
