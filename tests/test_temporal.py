@@ -265,7 +265,8 @@ def test_delta_and_window_averaging_run_end_to_end(order_cache, tmp_path):
                       eval_windows=3, bidirectional=True, **{**FAST, "epochs": 2})  # fmt: skip
     run = train(cfg)
     loaded = load_run(run)
-    assert loaded.model.delta and loaded.model.head.num_features == 2 * 32
+    # the mean and the maximum of both directions' outputs
+    assert loaded.model.delta and loaded.model.head.num_features == 2 * 2 * 32
     # both normalisations (2 views), each with its differences (x 2)
     assert loaded.model.norm == "both"
     assert json.loads((run / "config.json").read_text())["head_kwargs"]["in_dim"] == 4 * DIM
