@@ -152,6 +152,8 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
 
     config = TrainConfig.from_dict({**options, "cache": str(cache), "out": str(output),
                                     "progress": not quiet})  # fmt: skip
+    for note in unused_options(config):
+        click.echo(f"note: {note}", err=True)
     run = train_run(config)
     metrics = json.loads((run / "metrics.json").read_text())
     click.echo(f"{metrics['split']} accuracy {metrics['accuracy']:.4f}  "
@@ -234,6 +236,19 @@ def report(runs: tuple[Path, ...], output: Path | None) -> None:
         click.echo(leaderboard_text(list(runs)))
         _, html_path = write_leaderboard(list(runs), out)
         click.echo(f"leaderboard: {html_path}")
+
+
+def unused_options(config: TrainConfig) -> list[str]:
+    """Options given that do nothing with the others: said, so that no one reads a result as
+    the effect of a setting that was not used."""
+    notes = []
+    if config.bidirectional and config.head not in ("gru", "lstm"):
+        notes.append(f"--bidirectional does nothing for --head {config.head} (gru, lstm only)")
+    if config.layers is not None and config.head == "mean":
+        notes.append("--layers does nothing for --head mean (it has no layers)")
+    if config.lazy is False and config.workers != _D.workers:
+        notes.append("--workers does nothing with --in-memory (workers read from disk)")
+    return notes
 
 
 def _search_space_help() -> str:

@@ -424,3 +424,19 @@ def test_tune_storage_without_its_driver_is_one_line(small, tmp_path):
         pass
     line = one_line(cli("tune", small, "-o", tmp_path / "t", "--storage", "postgresql://u@h/db"))
     assert "its Python driver is not installed (psycopg)" in line
+
+
+def test_options_that_do_nothing_together_are_named(small, tmp_path):
+    from actrec.temporal.cli import unused_options
+    from actrec.temporal.train import TrainConfig
+
+    r = cli("train", small, "-o", tmp_path / "r", "--head", "mean", "--layers", "2",
+            "--steps", "2", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "note: --layers does nothing for --head mean (it has no layers)" in r.stderr
+    config = TrainConfig(head="tcn", bidirectional=True, lazy=False, workers=4)
+    assert unused_options(config) == [
+        "--bidirectional does nothing for --head tcn (gru, lstm only)",
+        "--workers does nothing with --in-memory (workers read from disk)",
+    ]
+    assert unused_options(TrainConfig(head="gru", bidirectional=True)) == []
