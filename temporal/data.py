@@ -92,7 +92,8 @@ def load_sequences(
         if not lazy:  # every value leaving the cache is checked as every value entering it
             rows = c.all_features()  # (rows, D)
             if len(rows):
-                check_features(rows, f"{path}: /features", dim=c.dim)
+                # float32: what training computes in (a float64 cache of 1e300 would be inf)
+                check_features(rows, f"{path}: /features", dim=c.dim, dtype="float32")
             features = torch.from_numpy(rows)
         return Sequences(
             path=Path(path), ids=list(ix.ids), start=ix.start.copy(), length=ix.length.copy(),
