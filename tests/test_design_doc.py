@@ -206,6 +206,8 @@ def test_the_run_folder_is_as_the_page_says(imported, run_folder):
     assert files >= {"config.json", "model.pt", "history.csv", "metrics.json", "predictions.csv",
                      "confusion.csv", "report.md", "report.html"}  # fmt: skip
     assert (out.parent / ".run.lock").exists()
+    marker = json.loads((out / ".actrec.json").read_text())
+    assert (marker["actrec"], marker["kind"]) == (1, "run") and marker["version"]
     assert not list(out.parent.glob(".run.building-*"))
     with h5py.File(cache, "r") as f:
         attrs = {k: f.attrs[k] for k in f.attrs}
