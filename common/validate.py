@@ -43,17 +43,20 @@ def check_features(
         )
     if dim is not None and x.shape[1] != dim:
         raise ActrecError(f"{what}: dimension {x.shape[1]}, but the cache's is {dim}")
-    if x.dtype.kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            t, d = np.argwhere(~finite)[0]
-            raise ActrecError(
-                f"{what}: non-finite value {x[t, d]} at step {t}, dimension {d}; features must "
-                "be finite"
-            )
-    if dtype is not None and np.dtype(dtype).kind == "f":
-        limit = float(np.finfo(dtype).max)
-        peak = float(np.abs(x).max()) if x.size else 0.0
+    narrow = dtype is not None and np.dtype(dtype).kind == "f"
+    limit = float(np.finfo(dtype).max) if narrow else math.inf
+    step = max(1, 2**20 // x.shape[1])  # blocks of rows: no copy of a cache-sized array
+    for first in range(0, len(x), step):
+        block = x[first : first + step]
+        if block.dtype.kind == "f":
+            finite = np.isfinite(block)
+            if not finite.all():
+                t, d = np.argwhere(~finite)[0]
+                raise ActrecError(
+                    f"{what}: non-finite value {block[t, d]} at step {first + t}, dimension {d}; "
+                    "features must be finite"
+                )
+        peak = max(float(block.max()), -float(block.min()))
         if peak > limit:
             wider = " (import with --dtype float32)" if np.dtype(dtype) == np.float16 else ""
             raise ActrecError(
