@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,9 +88,8 @@ def make_source(root: Path, lengths: list[int], copies: int = 1) -> Path:
 def run_actrec(
     source: Path, out: Path, backbone: str, precision: str, batch: int, workers: int, device: str
 ):
-    for stale in out.parent.glob(out.name + "*"):
-        if stale.is_file():
-            stale.unlink()
+    for stale in out.parent.glob(out.name + "*"):  # the cache, and an interrupted run's part
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     config = ExtractConfig(
         source=source, output=out, backbone=backbone, weights="none", batch_size=batch,
         workers=workers, precision=precision, device=device, progress=False, input_size=SIZE,
@@ -257,9 +257,8 @@ def average_backbone(folder: Path) -> Path:
 
 def run_handoff(source: Path, out: Path, pt2: Path, workers: int, batch: int) -> tuple:
     """(frames/s, main-process CPU microseconds per frame) of `actrec extract` with ``pt2``."""
-    for stale in out.parent.glob(out.name + "*"):
-        if stale.is_file():
-            stale.unlink()
+    for stale in out.parent.glob(out.name + "*"):  # the cache, and an interrupted run's part
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     config = ExtractConfig(
         source=source, output=out, backbone=str(pt2), weights="none", input_size=SIZE,
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), batch_size=batch, workers=workers,
