@@ -127,4 +127,5 @@ def test_predict_predicts_the_good_videos_and_lists_the_bad(demo_dir, tmp_path):
         f"  {tmp_path / 'gone.mp4'}: no such file\n"
     )
     written = sorted(p.name for p in (tmp_path / "p").iterdir())
-    assert written == ["000.mp4.timeline.csv", "000.mp4.timeline.png"]
+    # the folder's marker (a predictions folder, the timelines it holds) and the timelines
+    assert written == [".actrec.json", "000.mp4.timeline.csv", "000.mp4.timeline.png"]
