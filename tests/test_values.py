@@ -386,11 +386,24 @@ def test_tune_folds_beyond_the_data_is_one_line(small, tmp_path):
 
 def test_a_second_tune_into_one_folder_is_refused(small, tmp_path):
     pytest.importorskip("optuna")
-    from actrec.temporal.tune import _Lock
+    import subprocess
+    import sys
 
     out = tmp_path / "t"
-    with _Lock(out):  # the first tune, in flight
-        line = one_line(cli("tune", small, "-o", out, "--trials", "1"))
+    # the first tune, in flight: another process holds the folder's lock (a POSIX lock is the
+    # process's own, so it must be another one)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from actrec.temporal.tune import _Lock\nwith _Lock(Path(sys.argv[1])):\n"
+         "    print('locked', flush=True)\n    time.sleep(60)\n", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_line(cli("tune", small, "-o", out, "--trials", "1", "--heads", "mean"))
+    finally:
+        holder.kill()
+        holder.wait()
     assert "another `actrec tune` (or `train`) is writing this folder" in line
     assert not out.exists()
 
