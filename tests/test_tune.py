@@ -245,5 +245,6 @@ def test_bad_options_are_refused_before_any_work(order_cache, tmp_path):
     (tmp_path / "t" / "best").mkdir(parents=True)
     (tmp_path / "t" / "best" / "notes.txt").write_text("mine")
     r = CliRunner().invoke(main, ["tune", str(order_cache), "-o", str(tmp_path / "t")])
-    assert r.exit_code == 2 and "holds files but no run" in r.output
+    # a folder of other files (here a best/ that is no run) is no study: refused whole
+    assert r.exit_code == 2 and "holds files but is not a study folder" in r.output
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["best"]  # no study begun
