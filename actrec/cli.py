@@ -74,7 +74,8 @@ class LazyGroup(click.Group):
             ctx.exit(2)
         except click.UsageError as e:
             # a wrong option is one line like every other refusal, not click's usage block
-            where = e.ctx.command_path if e.ctx is not None else "actrec"
+            sub = e.ctx is not None and e.ctx.parent is not None
+            where = f"actrec {e.ctx.info_name}" if sub else "actrec"
             click.echo(f"Error: {e.format_message()} (`{where} -h` for help)", err=True)
             ctx.exit(2)
         except EOFError as e:
