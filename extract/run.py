@@ -89,8 +89,8 @@ def run_extraction(config: ExtractConfig) -> ExtractResult:
     started = time.perf_counter()
     config.validate()
     all_items = find_items(config.source)
-    k, n = config.resolved_shard()
     check_names(all_items, str(config.source))  # what HDF5 cannot hold, before any work
+    k, n = config.resolved_shard()
     items = shard(all_items, k, n)
     output = shard_output(config.output, k, n)
     _check_name(output)
