@@ -12,7 +12,6 @@ none`` or a file, from the model's DEFAULT weights, whose metadata needs no down
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import re
 import warnings
@@ -27,6 +26,7 @@ import torchvision
 from torch import nn
 
 from actrec.common.errors import ActrecError
+from actrec.extract.build import NONE_SEED, Built, sha256
 from actrec.extract.decode import Resize
 from actrec.extract.loaderrors import load_reason, model_file_reason
 from actrec.extract.timm_backbones import (
@@ -38,7 +38,6 @@ from actrec.extract.timm_backbones import (
 )
 
 FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
-NONE_SEED = 0  # `--weights none` is a random init, seeded so that every run gets the same one
 
 
 @dataclass
@@ -87,14 +86,6 @@ def embedding_dim(name: str) -> int:
     return int(linears[-1].in_features)
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_file_backbone(name: str) -> bool:
     return not is_timm_name(name) and (name.endswith(FILE_SUFFIXES) or Path(name).is_file())
 
@@ -119,26 +110,21 @@ def load_backbone(
     """
     device = torch.device(device)
     if is_timm_name(name):
-        module, attrs, resize, mean, std = timm_backbone(
-            name, weights, input_size, mean, std, resize
-        )
+        built = timm_backbone(name, weights, input_size, mean, std, resize)
     elif is_file_backbone(name):
-        module, attrs, resize, mean, std = _file_backbone(
-            name, weights, input_size, mean, std, resize
-        )
+        built = _file_backbone(name, weights, input_size, mean, std, resize)
     else:
-        module, attrs, resize, mean, std = _torchvision_backbone(
-            name, weights, input_size, mean, std, resize
-        )
-    module = _freeze(module, device)
-    dim = _probe_dim(module, resize, device, name)
-    return Backbone(module, dim, resize, _triple(mean, "mean"), _triple(std, "std"), attrs)
+        built = _torchvision_backbone(name, weights, input_size, mean, std, resize)
+    module = _freeze(built.module, device)
+    dim = _probe_dim(module, built.resize, device, name)
+    mean, std = _triple(built.mean, "mean"), _triple(built.std, "std")
+    return Backbone(module, dim, built.resize, mean, std, built.attrs)
 
 
 # -- torchvision models ---------------------------------------------------------------------------
 
 
-def _torchvision_backbone(name, weights, input_size, mean, std, resize):
+def _torchvision_backbone(name, weights, input_size, mean, std, resize) -> Built:
     models = torchvision.models
     if name not in list_backbones():
         raise ActrecError(
@@ -171,7 +157,7 @@ def _torchvision_backbone(name, weights, input_size, mean, std, resize):
     if resize is None:
         shorter = round(transforms.resize_size[0] * min(size) / crop)
         resize = Resize(shorter, size[0], size[1], transforms.interpolation.value)
-    return (
+    return Built(
         model,
         attrs,
         resize,
@@ -271,7 +257,7 @@ def _load_state_dict(model: nn.Module, path: Path) -> None:
 # -- frozen extractor files -----------------------------------------------------------------------
 
 
-def _file_backbone(name, weights, input_size, mean, std, resize):
+def _file_backbone(name, weights, input_size, mean, std, resize) -> Built:
     path = Path(name)
     if not path.is_file():
         raise ActrecError(f"--backbone {name}: no such file")
@@ -312,7 +298,7 @@ def _file_backbone(name, weights, input_size, mean, std, resize):
         "weights": "in the model file",
         "weights_path": "",
     }
-    return module, attrs, resize, mean, std
+    return Built(module, attrs, resize, mean, std)
 
 
 # what torch.export.load unpickles besides tensors' raw bytes: files saved with torch.save

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from actrec.common.errors import ActrecError
+from actrec.extract.build import NONE_SEED, Built, sha256
 from actrec.extract.decode import Resize
 from actrec.extract.loaderrors import load_reason
 
@@ -52,16 +53,15 @@ def timm_backbone(
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     resize: Resize | None,
-) -> tuple[nn.Module, dict[str, Any], Resize, tuple[float, ...], tuple[float, ...]]:
-    """(module, attrs, resize, mean, std) for ``timm:NAME``, as ``load_backbone`` needs them.
+) -> Built:
+    """The model, its attributes and its preprocessing for ``timm:NAME``, as ``load_backbone``
+    needs them.
 
     ``weights``: ``DEFAULT`` (timm's pretrained weights, through the Hugging Face cache), the
     source a cache recorded for them (``hf-hub:...``), ``none``, or a ``.safetensors``/``.pth``
     state-dict file. ``input_size`` or ``resize`` (a cache's own) may change the input size:
     ViTs are then built for that size, their position embeddings resized by timm.
     """
-    from actrec.extract.backbones import NONE_SEED, sha256
-
     timm = import_timm(f"--backbone {name}")
     cfg = pretrained_cfg(name)
     canonical = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
@@ -125,7 +125,7 @@ def timm_backbone(
         crop_mode=str(cfg.crop_mode or "center"),
         timm_version=str(timm.__version__),
     )
-    return (
+    return Built(
         model,
         attrs,
         resize,
