@@ -97,10 +97,8 @@ def run_demo(
 @click.option("--clips-per-class", default=40, show_default=True, type=O.CLIPS, help="Generated clips per class (6 classes).")  # fmt: skip
 @click.option("--frames", default=12, show_default=True, type=O.CLIP_FRAMES, help="Frames per clip.")  # fmt: skip
 @click.option("--epochs", default=None, type=O.EPOCHS, help="Passes over the training set per head [default: train's automatic budget].")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, type=O.SEED, help="Seed for the clips, the split and training.")  # fmt: skip
-@click.option(
-    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-)
+@O.seed_option("Seed for the clips, the split and training.")
+@O.DEVICE_OPTION
 def demo(
     output: Path, clips_per_class: int, frames: int, epochs: int | None, seed: int, device: str
 ) -> None:

@@ -185,9 +185,7 @@ def write_timeline(
 @click.option("--cache", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The cache whose settings to extract with (default: the run's own).")  # fmt: skip
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The weights file, where the cache was made from one that has moved.")  # fmt: skip
 @click.option("--backbone", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The backbone file, where the cache was made from one that has moved.")  # fmt: skip
-@click.option(
-    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-)
+@O.DEVICE_OPTION
 def predict(
     videos: tuple[Path, ...],
     run_dir: Path,

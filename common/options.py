@@ -259,3 +259,19 @@ class Device(click.ParamType):
 
 
 DEVICE = Device()
+
+
+# -- options that several commands share, declared once with one default ---------------------------
+
+DEVICE_OPTION = click.option(
+    "--device", type=DEVICE, default="auto", show_default=True,
+    help="auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps.",
+)  # fmt: skip
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def seed_option(help: str, default: int | None = 0) -> Any:
+    """``--seed``: one type and range everywhere; what it seeds differs, so each says so."""
+    return click.option(
+        "--seed", type=SEED, default=default, show_default=default is not None, help=help
+    )

@@ -79,9 +79,7 @@ from actrec.common.errors import ActrecError
     help="Frames per forward pass, across video boundaries.",
 )
 @click.option("--workers", type=O.WORKERS, help="Decoding processes [default: half the CPU cores].")
-@click.option(
-    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-)
+@O.DEVICE_OPTION
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -102,7 +100,7 @@ from actrec.common.errors import ActrecError
     help="Only items K, K+N, ... into NAME.shardKofN.h5 [default: from torchrun's "
     "RANK/WORLD_SIZE or srun's SLURM_PROCID/SLURM_NTASKS]; join shards with actrec merge.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@O.QUIET_OPTION
 def extract(source: Path, output: Path, backbone: str, weights: str, input_size, mean, std,
             fps, every, max_frames, frame_rate, batch_size, workers, device, precision, dtype,
             shard, quiet) -> None:  # fmt: skip

@@ -121,21 +121,14 @@ def import_(
               help="Held out for test when the cache has no split column.")  # fmt: skip
 @click.option("--split-seed", type=O.SEED, default=_D.split_seed, show_default=True,
               help="Seed of the split itself.")  # fmt: skip
-@click.option("--seed", type=O.SEED, default=_D.seed, show_default=True,
-              help="Initialisation, dropout, batch order.")  # fmt: skip
-@click.option(
-    "--device",
-    type=O.DEVICE,
-    default=_D.device,
-    show_default=True,
-    help="auto, cpu, cuda or cuda:N.",
-)
+@O.seed_option("Initialisation, dropout, batch order.", default=_D.seed)
+@O.DEVICE_OPTION
 @click.option("--lazy/--in-memory", default=None,
               help="Read windows from disk in workers [default: when the cache will not fit in memory].")  # fmt: skip
 @click.option("--workers", type=O.WORKERS, default=_D.workers, show_default=True,
               help="DataLoader workers when lazy.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace the run folder if it exists.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@O.QUIET_OPTION
 def train(cache: Path, output: Path, quiet: bool, **options) -> None:
     """Train a temporal head on a cache into a run folder, then evaluate it on test.
 
@@ -170,7 +163,7 @@ def train(cache: Path, output: Path, quiet: bool, **options) -> None:
               show_default=True)  # fmt: skip
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write metrics.json, predictions.csv and confusion.csv into this folder.")  # fmt: skip
-@click.option("--device", type=O.DEVICE, default="cpu", show_default=True)
+@O.DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
 def evaluate(run: Path, cache: Path | None, split: str, output: Path | None, device: str,
              as_json: bool) -> None:  # fmt: skip
@@ -286,12 +279,9 @@ def _fixed(pairs: tuple[str, ...]) -> dict:
                    "delta=false); a fixed setting is not searched.")  # fmt: skip
 @click.option("--storage", default="", help="An Optuna database URL that several processes or "
               "machines share [default: sqlite in OUTPUT].")  # fmt: skip
-@click.option(
-    "--device", type=O.DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-)
-@click.option("--seed", type=O.SEED, default=0, show_default=True,
-              help="Seed of the sampler and the folds.")  # fmt: skip
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@O.DEVICE_OPTION
+@O.seed_option("Seed of the sampler and the folds.")
+@O.QUIET_OPTION
 def tune(cache: Path, output: Path, heads: str, fixed: tuple[str, ...], quiet: bool,
          **options) -> None:  # fmt: skip
     """Search heads and training settings on a cache loaded once (Optuna: TPE, pruning).

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -35,3 +36,22 @@ def test_every_command_has_help_with_an_example(name):
 def test_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(main, ["extrct"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_shared_options_mean_one_thing_everywhere():
+    from actrec.common import options as O  # noqa: N812
+
+    seen = {"device": 0, "seed": 0, "quiet": 0}
+    for name in COMMANDS:
+        command = main.get_command(click.Context(main), name)
+        for param in command.params:
+            if param.name == "device":
+                assert param.type is O.DEVICE and param.default == "auto", name
+            elif param.name == "seed":
+                assert param.type is O.SEED, name
+            elif param.name == "quiet":
+                assert param.is_flag and param.help == "No progress bars.", name
+            else:
+                continue
+            seen[param.name] += 1
+    assert seen["device"] >= 5 and seen["seed"] >= 4 and seen["quiet"] >= 3, seen

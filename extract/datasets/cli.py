@@ -34,7 +34,7 @@ SHOWN = 5  # missing or extra files printed before pointing to --missing
               help="ucf101, hmdb51: the official split [default: 1].")  # fmt: skip
 @click.option("--val", type=O.FRACTION, default=None, help="folders: validation fraction [0.15].")
 @click.option("--test", type=O.FRACTION, default=None, help="folders: test fraction [0.15].")
-@click.option("--seed", type=O.SEED, default=None, help="folders: the split's seed [0].")
+@O.seed_option("folders: the split's seed [0].", default=None)
 @click.option("--group-regex", default=None, metavar="REGEX",
               help="folders: a clip's group is this regex's first group (or match) in its path.")  # fmt: skip
 @click.option("--missing", "missing_path", type=click.Path(dir_okay=False, path_type=Path),
