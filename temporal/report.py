@@ -52,7 +52,8 @@ def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     return config, metrics, read_history(run_dir / "history.csv")
 
 
-def _png(fig: plt.Figure) -> str:
+def png_base64(fig: plt.Figure) -> str:
+    """A figure as base64 PNG for an <img> data URL; the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -80,7 +81,7 @@ def confusion_png(matrix: list[list[int]], classes: list[str]) -> str:
                 if m[i, j]:
                     ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
-    return _png(fig)
+    return png_base64(fig)
 
 
 def curves_png(history: list[dict]) -> str:
@@ -98,7 +99,7 @@ def curves_png(history: list[dict]) -> str:
     b.set_ylabel("accuracy")
     b.set_ylim(0, 1.02)
     b.legend()
-    return _png(fig)
+    return png_base64(fig)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
@@ -112,13 +113,15 @@ def md_escape(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
+def md_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table, every cell escaped."""
     lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows: list[list]) -> str:
+def html_table(header: list[str], rows: list[list]) -> str:
+    """An HTML table, every cell escaped."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
@@ -132,7 +135,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 code{background:#f3f3f3;padding:1px 4px}"""
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: the report style inline, nothing fetched."""
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
 
@@ -192,16 +196,16 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     ]
     md = "\n\n".join([
         f"# {md_escape(title)}", md_intro,
-        f"## Metrics ({md_escape(split)})", _md_table(["metric", "value"], _summary_rows(metrics)),
-        "## Per class", _md_table(pc_header, _per_class_rows(metrics)),
-        "## Confusion matrix (rows: true, columns: predicted)", _md_table(cm_header, cm_rows),
+        f"## Metrics ({md_escape(split)})", md_table(["metric", "value"], _summary_rows(metrics)),
+        "## Per class", md_table(pc_header, _per_class_rows(metrics)),
+        "## Confusion matrix (rows: true, columns: predicted)", md_table(cm_header, cm_rows),
         "## Learning curves",
-        _md_table(["step", "epoch", "train loss", "train acc.", "val loss", "val acc.", "lr", "seconds"],
+        md_table(["step", "epoch", "train loss", "train acc.", "val loss", "val acc.", "lr", "seconds"],
                   [[int(r.get("step", r["epoch"])), f"{r['epoch']:g}", f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
                     f"{r['val_loss']:.4f}", f"{r['val_accuracy']:.4f}", f"{r['lr']:.2e}",
                     f"{r['seconds']:.1f}"] for r in history]),
-        "## Configuration", _md_table(["option", "value"], _config_rows(config)),
-        "## Features (the cache's attributes)", _md_table(["attribute", "value"], _feature_rows(config)),
+        "## Configuration", md_table(["option", "value"], _config_rows(config)),
+        "## Features (the cache's attributes)", md_table(["attribute", "value"], _feature_rows(config)),
     ]) + "\n"  # fmt: skip
     curves = (
         f"<img alt='learning curves' src='data:image/png;base64,{curves_png(history)}'>"
@@ -211,21 +215,21 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     body = "\n".join([
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html_intro}</p>",
-        f"<h2>Metrics ({html.escape(split)})</h2>", _html_table(["metric", "value"], _summary_rows(metrics)),
+        f"<h2>Metrics ({html.escape(split)})</h2>", html_table(["metric", "value"], _summary_rows(metrics)),
         "<h2>Confusion matrix</h2>",
         f"<img alt='confusion matrix' src='data:image/png;base64,"
         f"{confusion_png(metrics['confusion_matrix'], metrics['classes'])}'>",
         "<h2>Learning curves</h2>", curves,
-        "<h2>Per class</h2>", _html_table(pc_header, _per_class_rows(metrics)),
-        "<h2>Configuration</h2>", _html_table(["option", "value"], _config_rows(config)),
+        "<h2>Per class</h2>", html_table(pc_header, _per_class_rows(metrics)),
+        "<h2>Configuration</h2>", html_table(["option", "value"], _config_rows(config)),
         "<h2>Features (the cache's attributes)</h2>",
-        _html_table(["attribute", "value"], _feature_rows(config)),
+        html_table(["attribute", "value"], _feature_rows(config)),
     ])  # fmt: skip
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     if folder_kind(run_dir) != RUN:
         raise ActrecError(f"{run_dir} is not a run folder of `actrec train`: no report written")
     write_text(md_path, md, kind=RUN)
-    write_text(html_path, _page(title, body), kind=RUN)
+    write_text(html_path, html_page(title, body), kind=RUN)
     return md_path, html_path
 
 
@@ -327,7 +331,7 @@ def _setting(value) -> str:
 def leaderboard_text(run_dirs: list[str | os.PathLike]) -> str:
     """The leaderboard as a Markdown table, for printing."""
     header, body = _leaderboard_table(leaderboard(run_dirs))
-    return _md_table(header, body)
+    return md_table(header, body)
 
 
 def write_leaderboard(
@@ -350,10 +354,10 @@ def write_leaderboard(
     md_path, html_path = out_dir / "leaderboard.md", out_dir / "leaderboard.html"
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         mark_folder(out_dir, LEADERBOARD)
-    write_text(md_path, f"# actrec leaderboard\n\n{md_escape(note)}\n\n{_md_table(header, body)}\n",
+    write_text(md_path, f"# actrec leaderboard\n\n{md_escape(note)}\n\n{md_table(header, body)}\n",
                kind=LEADERBOARD)  # fmt: skip
-    write_text(html_path, _page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>"
-               f"{html.escape(note)}</p>" + _html_table(header, body)), kind=LEADERBOARD)  # fmt: skip
+    write_text(html_path, html_page("actrec leaderboard", f"<h1>actrec leaderboard</h1><p>"
+               f"{html.escape(note)}</p>" + html_table(header, body)), kind=LEADERBOARD)  # fmt: skip
     return md_path, html_path
 
 

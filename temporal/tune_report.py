@@ -19,7 +19,13 @@ from matplotlib.ticker import NullFormatter
 
 from actrec.common.atomic import replacing, write_text
 from actrec.common.ownership import TUNE
-from actrec.temporal.report import _html_table, _md_table, _page, _png, plt
+from actrec.temporal.report import (  # plt: the backend report chose
+    html_page,
+    html_table,
+    md_table,
+    plt,
+    png_base64,
+)
 from actrec.temporal.search_space import COMMON, PER_HEAD, Range
 from actrec.temporal.train import TrainConfig
 
@@ -201,7 +207,7 @@ def history_png(rows: list[dict]) -> str:
         ax.legend(fontsize=8, ncol=2)
     ax.set_xlabel("minutes since the search began")
     ax.set_ylabel("validation accuracy")
-    return _png(fig)
+    return png_base64(fig)
 
 
 def settings_png(rows: list[dict]) -> str | None:
@@ -241,7 +247,7 @@ def settings_png(rows: list[dict]) -> str | None:
     fig.legend(handles=[Line2D([], [], ls="", marker="o", color=COLOURS[h], label=h) for h in heads],
                loc="upper center", ncol=len(heads), fontsize=8, bbox_to_anchor=(0.5, 1.04))  # fmt: skip
     fig.tight_layout()
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _level_order(level: str):
@@ -268,7 +274,7 @@ def write_tune_leaderboard(
     intro = _intro(rows, setup, cache, best_run, command)
     html_intro = _intro(rows, setup, cache, best_run, command, code=html_code)
     header, body = leaderboard_table(rows)
-    md = "\n\n".join(["# actrec tune", *intro, "## Best trials", _md_table(header, body),
+    md = "\n\n".join(["# actrec tune", *intro, "## Best trials", md_table(header, body),
                       f"Every trial, its settings and scores: {md_code('trials.csv')}."]) + "\n"  # fmt: skip
     plots = [f"<h2>Score per trial over time</h2><img alt='score per trial' "
              f"src='data:image/png;base64,{history_png(rows)}'>"]  # fmt: skip
@@ -278,10 +284,10 @@ def write_tune_leaderboard(
                      f"src='data:image/png;base64,{by_setting}'>")  # fmt: skip
     page = "\n".join([
         "<h1>actrec tune</h1>", *[f"<p>{line}</p>" for line in html_intro],
-        "<h2>Best trials</h2>", _html_table(header, body), *plots,
+        "<h2>Best trials</h2>", html_table(header, body), *plots,
         "<p>Every trial, its settings and scores: <code>trials.csv</code>.</p>",
     ])  # fmt: skip
     md_path, html_path = out / "leaderboard.md", out / "leaderboard.html"
     write_text(md_path, md, kind=TUNE)
-    write_text(html_path, _page("actrec tune", page), kind=TUNE)
+    write_text(html_path, html_page("actrec tune", page), kind=TUNE)
     return md_path, html_path
