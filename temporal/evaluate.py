@@ -99,7 +99,7 @@ def evaluate_run(
     cache: str | os.PathLike | None = None,
     split: str = "test",
     out_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> dict:
     """Metrics (the `metrics.json` keys) of a trained run on a split of a cache.
 

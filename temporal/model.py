@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from actrec import __version__
+from actrec.common.device import resolve_device
 from actrec.common.errors import ActrecError
 from actrec.common.validate import CONFIG_KEYS, check_features, read_checkpoint, read_json
 from actrec.temporal.heads import Head, create_head, pool_time
@@ -149,7 +150,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
             f"(made by actrec {ckpt.get('actrec_version', 'before 0.2')}); retrain it: the run's "
             "config.json holds every option `actrec train` needs"
         ) from e
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     model.to(device).eval()
     config_file = run_dir / "config.json"
     config = (
