@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from actrec.common.cache import combine, open_cache
+from actrec.common.cache import open_cache
 from actrec.common.errors import CacheError
 from actrec.common.ownership import check_cache_output
+from actrec.common.partial import combine
 from actrec.common.paths import check_outputs, distinct_inputs
 from actrec.common.shards import check_set
 

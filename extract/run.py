@@ -15,17 +15,11 @@ import torch
 import torchvision
 
 from actrec import __version__
-from actrec.common.cache import (
-    PartialCache,
-    Stored,
-    Video,
-    open_cache,
-    partial_dir,
-    stored_records,
-)
+from actrec.common.cache import Stored, Video, open_cache, partial_dir
 from actrec.common.device import resolve_device, resolve_precision
 from actrec.common.errors import ActrecError
 from actrec.common.ownership import is_actrec_output, is_cache_file
+from actrec.common.partial import PartialCache, stored_records
 from actrec.common.paths import check_outputs
 from actrec.common.shards import local_rank
 from actrec.common.validate import check_names

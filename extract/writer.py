@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from actrec.common.cache import PartialCache, Video
+from actrec.common.cache import Video
+from actrec.common.partial import PartialCache
 
 EVERY_S = 2.0  # seconds between segments at most, while videos keep finishing
 MAX_VIDEOS = 512  # videos waiting that make a segment at once

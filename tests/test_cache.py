@@ -6,16 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from actrec.cli import main
-from actrec.common.cache import (
-    PartialCache,
-    Video,
-    combine,
-    fingerprint,
-    open_cache,
-    partial_dir,
-    write_cache,
-)
+from actrec.common.cache import Video, fingerprint, open_cache, partial_dir, write_cache
 from actrec.common.errors import CacheError
+from actrec.common.partial import PartialCache, combine
 
 ATTRS = {"backbone": "resnet18", "weights": "none", "sampling": "all", "precision": "float32"}
 
@@ -203,7 +196,7 @@ def test_a_second_run_into_the_same_partial_cache_is_refused(tmp_path):
 
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys; from actrec.common.cache import PartialCache\n"
+            "import sys; from actrec.common.partial import PartialCache\n"
             f"p = PartialCache({str(tmp_path / 'c.h5')!r}, {ATTRS!r}, dim=8, dtype='float16')\n"
             "p.start(); print('locked', flush=True); sys.stdin.readline()"
         )],

@@ -14,7 +14,8 @@ from torch import nn
 from videos import bands, make_video
 
 import actrec.extract.pipeline as pipeline
-from actrec.common.cache import PartialCache, Video, open_cache
+from actrec.common.cache import Video, open_cache
+from actrec.common.partial import PartialCache
 from actrec.extract import Sampling, find_items
 from actrec.extract.backbones import Backbone
 from actrec.extract.decode import Reader, Resize
