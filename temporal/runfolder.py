@@ -29,28 +29,15 @@ class RunFolder:
     def __init__(self, out: Path, force: bool) -> None:
         self.out, self.force = Path(out), force
         self._stem = stem = self.out.name[:200]  # hidden names stay within a name's 255 bytes
-        self.lock_path = self.out.parent / f".{stem}.lock"
+        self._lock = FolderLock(
+            self.out,
+            "another `actrec train` is writing this run folder; wait for it or choose another -o",
+        )
         self.work = self.out.parent / f".{stem}.building-"  # made unique in __enter__
-        self._lock = None
 
     def __enter__(self) -> Path:
         check_replaceable(self.out, self.force)
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.lock_path, "a+b")  # noqa: SIM115 - held until __exit__
-        except OSError as e:
-            raise ActrecError(f"{self.out}: cannot write here ({e.strerror})") from None
-        import fcntl
-
-        try:
-            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            self._lock = None
-            raise ActrecError(
-                f"{self.out}: another `actrec train` is writing this run folder; wait for it "
-                "or choose another -o"
-            ) from None
+        self._lock.__enter__()
         check_replaceable(self.out, self.force)  # again, now that no one else writes it
         # what a killed writer left behind: no one else holds the lock, so none of it is in use
         for stale in self.out.parent.glob(f".{glob.escape(self._stem)}.building-*"):
@@ -78,9 +65,40 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         if self.work.name != f".{self._stem}.building-":  # made by __enter__, ours alone
             shutil.rmtree(self.work, ignore_errors=True)  # gone already after a commit
-        if self._lock is not None:
+        self._lock.__exit__()
+
+
+class FolderLock:
+    """One writer per folder: a POSIX record lock on ``.OUT.lock`` beside ``out``, which the
+    kernel drops when the process dies, ``kill -9`` included. ``busy`` says what to do when
+    another process holds it."""
+
+    def __init__(self, out: Path, busy: str) -> None:
+        self.out, self.busy = Path(out), busy
+        self.path = self.out.parent / f".{self.out.name[:200]}.lock"  # within a name's 255 bytes
+        self.handle = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+b")  # noqa: SIM115 - held until __exit__
+        except OSError as e:
+            raise ActrecError(f"{self.out}: cannot write here ({e.strerror})") from None
+        try:
+            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            self.handle = None
+            raise ActrecError(f"{self.out}: {self.busy}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
             # the lock file stays: unlinked, a third process could lock a new file beside ours
-            self._lock.close()
+            self.handle.close()
+            self.handle = None
 
 
 def check_replaceable(out: Path, force: bool) -> None:

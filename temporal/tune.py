@@ -36,7 +36,7 @@ from actrec.common.ownership import TUNE, check_folder, mark_folder
 from actrec.common.paths import check_outputs
 from actrec.temporal.data import Sequences, load_sequences
 from actrec.temporal.heads import list_heads
-from actrec.temporal.runfolder import check_replaceable
+from actrec.temporal.runfolder import FolderLock, check_replaceable
 from actrec.temporal.search_space import COMMON, Choice, Range, defaults, space
 from actrec.temporal.splits import fold_splits, given_splits, training_splits
 from actrec.temporal.train import TrainConfig, fit, train
@@ -152,37 +152,6 @@ def _why_few(can: int) -> str:
     )
 
 
-class _Lock:
-    """One `tune` per folder: a POSIX lock beside it (as `train` holds for a run folder), which
-    the kernel drops when the process dies, ``kill -9`` included."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out.parent / f".{out.name[:200]}.lock"
-        self.out, self.handle = out, None
-
-    def __enter__(self) -> _Lock:
-        import fcntl
-
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a+b")  # noqa: SIM115 - held until __exit__
-        except OSError as e:
-            raise ActrecError(f"{self.out}: cannot write here ({e.strerror})") from None
-        try:
-            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise ActrecError(
-                f"{self.out}: another `actrec tune` (or `train`) is writing this folder; wait "
-                "for it, or add trials from another process through a shared --storage"
-            ) from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.close()  # the file stays: unlinked, a third process could lock a new one
-
-
 def check_storage(storage: str, cache: Path) -> None:
     """Refuse a ``--storage`` that Optuna could not open, or would open onto the wrong file,
     with one line: a URL that is not one, an unknown database, a driver not installed, an
@@ -276,7 +245,11 @@ def tune(config: TuneConfig, log: Callable[[str], None] = _log) -> TuneResult:
     check_replaceable(out / "best", force=True)  # a best/ of other files: refused before the search
     check_storage(cfg.storage, Path(cfg.cache))
     device = resolve_device(cfg.device)
-    with _Lock(out):
+    with FolderLock(
+        out,
+        "another `actrec tune` (or `train`) is writing this folder; wait for it, or add "
+        "trials from another process through a shared --storage",
+    ):
         seqs = load_sequences(cfg.cache, log=log)
         splits, parts = _splits(cfg, seqs, log)
         return _run(cfg, out, device, seqs, splits, parts, optuna, log)

@@ -394,7 +394,7 @@ def test_a_second_tune_into_one_folder_is_refused(small, tmp_path):
     # process's own, so it must be another one)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from actrec.temporal.tune import _Lock\nwith _Lock(Path(sys.argv[1])):\n"
+         "from actrec.temporal.runfolder import FolderLock\nwith FolderLock(Path(sys.argv[1]), 'busy'):\n"
          "    print('locked', flush=True)\n    time.sleep(60)\n", str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
