@@ -256,11 +256,7 @@ class RecurrentHead(Head):
         )
         self.directions = directions
         self.pool = tuple(pool)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(hidden, hidden, kernel_size=7, dilation=2**i, padding=3 * 2**i)
-            for i in range(conv_blocks)
-        )
-        self.norms = nn.ModuleList(MaskedBatchNorm(hidden) for _ in range(conv_blocks))
+        self.convs, self.norms = residual_blocks(hidden, conv_blocks)
         self.act = nn.GELU()
         self.block_drop = nn.Dropout(dropout)
         if "attn" in self.pool:
@@ -285,12 +281,7 @@ class RecurrentHead(Head):
         h, mask = self.proj(x, mask)  # (B, T, H)
         if not len(self.convs):
             return h, mask
-        m = mask.unsqueeze(1).to(h.dtype)  # (B, 1, T)
-        norm_mask = None if bool(mask.all()) else m  # torch's own batch norm where all is real
-        c = h.transpose(1, 2) * m  # (B, H, T)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            # padding must stay zero, or a short sequence would see its batch's longest length
-            c = (c + self.block_drop(self.act(norm(conv(c), norm_mask)))) * m
+        c, _ = run_blocks(self, h, mask)  # (B, H, T)
         return c.transpose(1, 2), mask  # (B, T, H)
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -336,6 +327,31 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         return ((x - mean[:, None]) * scale[:, None] + self.bias[:, None]) * m
 
 
+def residual_blocks(hidden: int, n: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """``n`` residual blocks of kernel 7 and dilations 1, 2, 4, ...: their convolutions and their
+    batch norms (as two lists, so that tcn's parameter names stay those of its saved runs)."""
+    convs = nn.ModuleList(
+        nn.Conv1d(hidden, hidden, kernel_size=7, dilation=2**i, padding=3 * 2**i) for i in range(n)
+    )
+    return convs, nn.ModuleList(MaskedBatchNorm(hidden) for _ in range(n))
+
+
+def run_blocks(
+    head: nn.Module, h: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``head``'s blocks (``convs``, ``norms``, ``act``, ``block_drop``) over (B, T, H) steps:
+    (B, H, T) channels-first, and the mask as (B, 1, T), at least float32 (a sum of a long
+    mask is exact there, not in bfloat16)."""
+    m = mask.unsqueeze(1).to(torch.promote_types(h.dtype, torch.float32))  # (B, 1, T)
+    # sequences of one length, the usual case: torch's own batch norm, no masked statistics
+    norm_mask = None if bool(mask.all()) else m
+    c = h.transpose(1, 2) * m  # (B, H, T)
+    for conv, norm in zip(head.convs, head.norms, strict=True):
+        # padding must stay zero, or a short sequence would see its batch's longest length
+        c = (c + head.block_drop(head.act(norm(conv(c), norm_mask)))) * m  # (B, H, T)
+    return c, m
+
+
 class TCNHead(Head):
     """Projection, then residual blocks of dilated 1-D convolutions (kernel 7, dilation 1, 2, 4,
     ...) with batch norm; the mean and the maximum over time side by side.
@@ -353,23 +369,13 @@ class TCNHead(Head):
         super().__init__(2 * hidden, num_classes, dropout)
         self.proj = InputProjection(in_dim, hidden, dropout, max_len)
         self.pools_time = self.proj.series
-        self.convs = nn.ModuleList(
-            nn.Conv1d(hidden, hidden, kernel_size=7, dilation=2**i, padding=3 * 2**i)
-            for i in range(layers)
-        )
-        self.norms = nn.ModuleList(MaskedBatchNorm(hidden) for _ in range(layers))
+        self.convs, self.norms = residual_blocks(hidden, layers)
         self.act = nn.GELU()
         self.block_drop = nn.Dropout(dropout)
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h, mask = self.proj(x, mask)  # (B, T, H)
-        m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        # sequences of one length, the usual case: torch's own batch norm, no masked statistics
-        norm_mask = None if bool(mask.all()) else m
-        h = h.transpose(1, 2) * m  # (B, H, T)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            # padding must stay zero, or a short sequence would see its batch's longest length
-            h = (h + self.block_drop(self.act(norm(conv(h), norm_mask)))) * m  # (B, H, T)
+        h, m = run_blocks(self, h, mask)  # (B, H, T), (B, 1, T)
         mean = h.sum(2) / m.sum(2)  # (B, H)
         peak = h.masked_fill(m == 0, float("-inf")).amax(2)  # (B, H)
         return torch.cat([mean, peak], 1)  # (B, 2H)
