@@ -18,6 +18,7 @@ import torchvision
 from click.testing import CliRunner
 from torch import nn
 from videos import (
+    Bands,
     bands,
     decode_all,
     drop_first_packets,
@@ -45,16 +46,6 @@ from actrec.extract import (
 REAL = Path(__file__).parents[2] / "shared" / "testdata" / "videos"
 VFR_TIMES = [0, 0.04, 0.1, 0.3, 0.31, 0.5, 0.9, 1.0, 1.05, 1.2]
 SMALL = ["--weights", "none", "--input-size", "64", "--quiet"]
-
-
-class Bands(nn.Module):
-    """(N, 3, H, W) in 0..1 -> (N, 2): the mean of the top and of the bottom band, 0..255."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        top = x[:, :, h // 8 : h // 2 - h // 8].mean(dim=(1, 2, 3))
-        bottom = x[:, :, h // 2 + h // 8 : h - h // 8].mean(dim=(1, 2, 3))
-        return torch.stack([top, bottom], dim=1) * 255.0
 
 
 @pytest.fixture(scope="session")

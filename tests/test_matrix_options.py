@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
-from videos import make_video
+from videos import Bands, make_video
 
 from actrec.cli import COMMANDS, main
 from actrec.common import options as O  # noqa: N812 - the types read as O.SEED
@@ -41,15 +40,6 @@ NOT_NUMBERS = {
     ("backbones", "pattern"), ("tune", "heads"), ("tune", "storage"),
 }  # fmt: skip
 SETTINGS = ("tune", "fixed")  # --set KEY=VALUE: each of train's numbers, parsed as train's
-
-
-class Bands(nn.Module):
-    """(N, 3, H, W) -> (N, 2): the mean of the top and the bottom half; a backbone in a file."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        return torch.stack([x[:, :, : h // 2].mean(dim=(1, 2, 3)),
-                            x[:, :, h // 2 :].mean(dim=(1, 2, 3))], dim=1)  # fmt: skip
 
 
 def commands() -> list[tuple[str, click.Command]]:

@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
-from videos import make_video
+from videos import Bands, make_video
 
 from actrec.cli import COMMANDS, main
 from actrec.common.ownership import DEMO, MARKER, mark_folder
@@ -82,15 +81,6 @@ def test_every_path_option_is_classified():
                     f"actrec {name} {p.opts}: classify it in PATHS (read or written) or NOT_PATHS"
                 )
     assert {c for c, _ in PATHS} | {c for c, _ in NOT_PATHS} >= set(COMMANDS) - {"backbones"}
-
-
-class Bands(nn.Module):
-    """(N, 3, H, W) -> (N, 2): the mean of the top and the bottom half; a backbone in a file."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        return torch.stack([x[:, :, : h // 2].mean(dim=(1, 2, 3)),
-                            x[:, :, h // 2 :].mean(dim=(1, 2, 3))], dim=1)  # fmt: skip
 
 
 def cli(*args) -> object:

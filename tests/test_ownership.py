@@ -17,8 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_datasets import make_ucf
-from torch import nn
-from videos import make_video
+from videos import Bands, make_video
 
 from actrec.cli import main
 from actrec.common.atomic import replacing
@@ -232,13 +231,6 @@ def test_timeline_names_are_unique_after_they_are_made_safe():
         "000_my_clip.mp4": "000_my_clip.mp4", "a/X.mp4": "003_X.mp4", "b/x.mp4": "004_x.mp4",
         "c/ok.mp4": "ok.mp4",
     }  # fmt: skip
-
-
-class Bands(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        return torch.stack([x[:, :, : h // 2].mean(dim=(1, 2, 3)),
-                            x[:, :, h // 2 :].mean(dim=(1, 2, 3))], dim=1)  # fmt: skip
 
 
 def band_file(path: Path) -> Path:

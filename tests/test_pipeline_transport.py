@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from videos import bands, make_video
+from videos import Bands, bands, make_video
 
 import actrec.extract.pipeline as pipeline
 from actrec.common.cache import Video, open_cache
@@ -23,16 +23,6 @@ from actrec.extract.threads import MainThreads, thread_budget
 from actrec.extract.writer import SegmentWriter
 
 CPU = torch.device("cpu")
-
-
-class Bands(nn.Module):
-    """Each frame's top and bottom band means (0-255): the frame's index, batch-independent."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        top = x[:, :, h // 8 : h // 2 - h // 8].mean(dim=(1, 2, 3))
-        bottom = x[:, :, h // 2 + h // 8 : h - h // 8].mean(dim=(1, 2, 3))
-        return torch.stack([top, bottom], dim=1) * 255.0
 
 
 def band_backbone() -> Backbone:

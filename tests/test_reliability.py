@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
-from videos import bands, make_video, truncate
+from videos import Bands, bands, make_video, truncate
 
 from actrec.cli import main
 from actrec.common.cache import Video, open_cache, write_cache
@@ -30,20 +29,6 @@ from actrec.extract.decode import orientation
 
 BIN = Path(sys.executable).parent
 ATTRS = {"backbone": "resnet18", "weights": "none", "sampling": "all", "precision": "float32"}
-
-
-class Bands(nn.Module):
-    """(N, 3, H, W) in 0..1 -> (N, 2): the mean of the top and bottom band, times ``scale``."""
-
-    def __init__(self, scale: float = 255.0) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        top = x[:, :, h // 8 : h // 2 - h // 8].mean(dim=(1, 2, 3))
-        bottom = x[:, :, h // 2 + h // 8 : h - h // 8].mean(dim=(1, 2, 3))
-        return torch.stack([top, bottom], dim=1) * self.scale
 
 
 def scripted(path: Path, scale: float = 255.0) -> Path:

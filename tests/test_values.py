@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
-from videos import make_video
+from videos import Bands, make_video
 
 from actrec.cli import main
 from actrec.common.cache import Video, write_cache
@@ -310,11 +309,6 @@ def test_environment_ranks_are_parsed_like_options():
 
 
 # -- text HDF5 cannot hold, found before any work ---------------------------------------------------
-
-
-class Bands(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))  # (N, 3)
 
 
 @pytest.fixture(scope="module")
