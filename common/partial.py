@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from actrec.common.atomic import replacing
+from actrec.common.atomic import write_text
 from actrec.common.cache import (
     FINGERPRINT_KEYS,
     FORMAT_VERSION,
@@ -229,7 +229,7 @@ class PartialCache:
             return
         body = {"fingerprint": self.fingerprint, "dim": self.dim, "attrs": _jsonable(self.attrs)}
         try:
-            _atomic_write_text(meta, json.dumps(body, indent=1))
+            write_text(meta, json.dumps(body, indent=1))
         except OSError as e:
             self.release()
             if is_disk_full(e):
@@ -346,11 +346,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=plain_value))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with replacing(path) as tmp:
-        tmp.write_text(text)
 
 
 def stored_records(path: str | os.PathLike, expected_fingerprint: str) -> dict[str, Stored]:
