@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -172,6 +173,15 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         click.echo(f"{len(result.failed)} failed:", err=True)
         for vid, why in sorted(result.failed.items()):
             click.echo(f"  {vid}: {why}", err=True)
+        if shard is None and os.environ.get("TORCHELASTIC_RUN_ID"):
+            # torchrun stops every other process of the group as soon as one exits non-zero: a
+            # shard with one bad video would kill the shards still extracting
+            click.echo(
+                "exit code 0 under torchrun, so that the other shards go on; the failed videos "
+                "are recorded in the shard, and `actrec merge` lists them",
+                err=True,
+            )
+            return
         raise SystemExit(1)
 
 

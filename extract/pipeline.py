@@ -234,18 +234,24 @@ class _Engine:
         self.batch_size, self.depth = batch_size, depth
         self.cuda = device.type == "cuda"
         try:
+            # On a GPU, uint8 frames wait in pinned buffers and travel as such (a quarter of the
+            # bytes of floats); on the CPU they are turned into floats as they arrive, straight
+            # from the worker's slot: one pass over each frame instead of a copy and then a
+            # conversion of the whole batch.
+            kind = torch.uint8 if self.cuda else torch.float32
             self.hosts = []
             for _ in range(depth):
-                buffer = torch.empty((batch_size, h, w, 3), dtype=torch.uint8)
+                buffer = torch.empty((batch_size, h, w * 3), dtype=kind)
                 self.hosts.append(buffer.pin_memory() if self.cuda else buffer)
+            if self.cuda:  # where the frames land on the device, allocated once
+                self.floats = torch.empty((batch_size, h, w * 3), device=device)
         except (RuntimeError, MemoryError):
-            gib = depth * batch_size * h * w * 3 / 2**30
+            gib = depth * batch_size * h * w * 3 * (1 if self.cuda else 4) / 2**30
             batches = "a batch" if depth == 1 else f"{depth} batches in flight"
             raise ActrecError(
                 f"--batch-size {batch_size}: {batches} of {h}x{w} frames takes {gib:.1f} GiB, "
                 "more than this machine can give; pass a smaller --batch-size"
             ) from None
-        self.arrays = [host.numpy() for host in self.hosts]  # the same memory
         self.owners = [np.full(batch_size, -1, dtype=np.int64) for _ in range(depth)]
         self.current, self.fill = 0, 0
         self.flights: deque[_Flight] = deque()
@@ -256,8 +262,6 @@ class _Engine:
         # broadcast over the channels of a channels_last batch, each op would run in loops of 3
         self.scale = (1.0 / (255.0 * std)).repeat(w)  # (W * 3,) R G B R G B ...
         self.neg_shift = (-mean / std).repeat(w)
-        # a fresh float batch each time would cost its page faults again on the CPU
-        self.floats = torch.empty((batch_size, h, w * 3), dtype=torch.float32, device=device)
 
     @property
     def full(self) -> bool:
@@ -266,8 +270,10 @@ class _Engine:
     def put(self, frames: np.ndarray, owner: int) -> int:
         """Copy as many of ``frames`` ((k, H, W, 3) uint8) as fit; return how many."""
         k = min(len(frames), self.batch_size - self.fill)
-        # numpy's copy: one thread, where torch's would wake its pool beside the workers
-        np.copyto(self.arrays[self.current][self.fill : self.fill + k], frames[:k])
+        rows = self.hosts[self.current][self.fill : self.fill + k]  # (k, H, W * 3)
+        # numpy's copy (and cast, on the CPU): one thread, where torch's would wake its pool
+        # beside the workers
+        np.copyto(rows.numpy(), frames[:k].reshape(rows.shape), casting="unsafe")
         self.owners[self.current][self.fill : self.fill + k] = owner
         self.fill += k
         return k
@@ -283,8 +289,8 @@ class _Engine:
             x.record_stream(compute)  # made on the copy stream, used on this one
         else:
             x = host
-        h, w = x.shape[1:3]
-        x = self.floats[:n].copy_(x.view(n, h, w * 3))  # (n, H, W * 3) float
+        h, w = self.backbone.input_size
+        x = self.floats[:n].copy_(x) if self.cuda else x  # (n, H, W * 3) float
         x = torch.addcmul(self.neg_shift, x, self.scale, out=x)
         x = x.view(n, h, w, 3).permute(0, 3, 1, 2)  # (n, 3, H, W), channels_last strides
         try:

@@ -104,6 +104,11 @@ def test_torchrun_shards_merge_to_the_single_process_cache(source, reference, tm
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     shards = [tmp_path / "c.shard0of2.h5", tmp_path / "c.shard1of2.h5"]
     assert all(s.exists() for s in shards), done.stderr[-3000:]
+    # the broken video fails in one shard; that shard must not stop the other (torchrun stops
+    # the whole group when one process exits non-zero), and says so
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "walk/broken.mp4: not a readable video" in done.stderr
+    assert "exit code 0 under torchrun" in done.stderr
     assert not out.exists()
     r = CliRunner().invoke(main, ["merge", *map(str, shards), "-o", str(out)])
     assert r.exit_code == 0, r.output
