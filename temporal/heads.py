@@ -240,6 +240,7 @@ class RecurrentHead(Head):
         max_len: int = 0,
         pool: tuple[str, ...] = ("mean", "max"),
         conv_blocks: int = 2,
+        norm: bool = False,
     ) -> None:
         directions = 2 if bidirectional else 1
         assert pool and set(pool) <= set(POOLS), f"pool must be some of {POOLS}, got {pool}"
@@ -256,6 +257,7 @@ class RecurrentHead(Head):
         )
         self.directions = directions
         self.pool = tuple(pool)
+        self.out_norm = nn.LayerNorm(hidden * directions) if norm else nn.Identity()
         self.convs, self.norms = residual_blocks(hidden, conv_blocks)
         self.act = nn.GELU()
         self.block_drop = nn.Dropout(dropout)
@@ -286,7 +288,7 @@ class RecurrentHead(Head):
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h, mask = self.steps(x, mask)  # (B, T, H)
-        out = self.outputs(h, mask)  # (B, T, dirs * H)
+        out = self.out_norm(self.outputs(h, mask))  # (B, T, dirs * H), each step on its own
         m = mask.unsqueeze(-1)  # (B, T, 1)
         feats = []
         for kind in self.pool:

@@ -19,10 +19,14 @@ def _batch(in_dim: int, lengths: list[int], seed: int = 0) -> tuple[torch.Tensor
 
 @pytest.mark.parametrize("cell", [torch.nn.GRU, torch.nn.LSTM])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(cell, bidirectional):
+@pytest.mark.parametrize("norm", [False, True])
+def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(cell, bidirectional, norm):
     torch.manual_seed(0)
     head = RecurrentHead(cell, 40, 3, hidden=8, layers=2, dropout=0.0, bidirectional=bidirectional,
-                         pool=POOLS).eval()  # fmt: skip
+                         pool=POOLS, norm=norm).eval()  # fmt: skip
+    if norm:  # a norm that is not the identity at initialisation, so that its use is seen
+        torch.nn.init.normal_(head.out_norm.weight)
+        torch.nn.init.normal_(head.out_norm.bias)
     x, mask = _batch(40, [9, 3, 6])
     x[~mask] = 1e3  # loud padding: it must reach nothing
     with torch.no_grad():
@@ -30,6 +34,9 @@ def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(cell, bidir
         for i, n in enumerate(mask.sum(1).tolist()):
             h, _ = head.steps(x[i : i + 1, :n], mask[i : i + 1, :n])
             out = head.rnn(h)[0][0]  # (n, dirs * H): the sequence alone, no padding anywhere
+            out = torch.nn.functional.layer_norm(
+                out, out.shape[-1:], head.out_norm.weight, head.out_norm.bias
+            ) if norm else out  # fmt: skip
             w = torch.softmax(head.score(out), 0)  # (n, 1)
             last = out[-1, :8] if not bidirectional else torch.cat([out[-1, :8], out[0, 8:]])
             expected = torch.cat([out.mean(0), out.amax(0), last, (w * out).sum(0)])
