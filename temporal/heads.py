@@ -212,7 +212,8 @@ class MeanHead(Head):
 
 class RecurrentHead(Head):
     """Projection, two residual convolution blocks, then a GRU or LSTM over every step; the
-    feature is the mean and the maximum of the recurrent outputs over the real steps.
+    feature is the mean and the maximum of the recurrent outputs, each step layer-normalised,
+    over the real steps.
 
     The recurrent network decides, as in the convolutional-recurrent designs for sensor and
     activity series (DeepConvLSTM, Ordóñez and Roggen 2016): the blocks (tcn's first two:
@@ -220,12 +221,16 @@ class RecurrentHead(Head):
     of its neighbourhood, and the recurrence reads those in order. Its outputs at every step are
     pooled, as tcn pools its blocks and ULMFiT its LSTM's states: the last state alone has to
     carry the whole sequence through one vector, and on real sets of a few dozen examples it
-    did not (README, "Why the defaults").
+    did not (docs/defaults.md). The recurrent outputs are small and unevenly scaled (an LSTM's
+    are a gate times a tanh); a LayerNorm over each step's output before pooling (``norm``)
+    gave the classifier features on one scale and raised both heads on four of five real sets
+    where they were weakest, OSULeaf by 7 to 10 points (docs/defaults.md).
 
     ``pool`` names what is pooled, side by side: ``mean`` and ``max`` over the last layer's
     outputs at every real step, ``last`` its final state(s), ``attn`` a learned weighting of the
-    steps; ``conv_blocks`` 0 feeds the projection to the recurrence directly. Padding is
-    excluded from each: a sequence's feature is the same alone or in a batch.
+    steps; ``conv_blocks`` 0 feeds the projection to the recurrence directly; ``norm`` False
+    pools the raw outputs. Padding is excluded from each: a sequence's feature is the same
+    alone or in a batch.
     """
 
     def __init__(
@@ -240,7 +245,7 @@ class RecurrentHead(Head):
         max_len: int = 0,
         pool: tuple[str, ...] = ("mean", "max"),
         conv_blocks: int = 2,
-        norm: bool = False,
+        norm: bool = True,
     ) -> None:
         directions = 2 if bidirectional else 1
         assert pool and set(pool) <= set(POOLS), f"pool must be some of {POOLS}, got {pool}"
@@ -442,7 +447,7 @@ def gru(
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
     """Projection, two convolution blocks, then a GRU (1 layer by default) whose outputs at every
-    step are pooled (mean and max)."""
+    step are layer-normalised and pooled (mean and max)."""
     return RecurrentHead(
         nn.GRU, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )
@@ -454,7 +459,7 @@ def lstm(
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
     """Projection, two convolution blocks, then an LSTM (1 layer by default) whose outputs at
-    every step are pooled (mean and max)."""
+    every step are layer-normalised and pooled (mean and max)."""
     return RecurrentHead(
         nn.LSTM, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )
