@@ -283,7 +283,7 @@ class _Engine:
         n, host = self.fill, self.hosts[self.current][: self.fill]
         if self.cuda:
             with torch.cuda.stream(self.copies):
-                x = host.to(self.device, non_blocking=True)  # (n, H, W, 3) uint8
+                x = host.to(self.device, non_blocking=True)  # (n, H, W * 3) uint8
             compute = torch.cuda.current_stream(self.device)
             compute.wait_stream(self.copies)
             x.record_stream(compute)  # made on the copy stream, used on this one
