@@ -142,3 +142,12 @@ def local_rank(environ: dict[str, str] | None = None) -> int | None:
         if raw:
             return check(Int(0, 4096), raw, f"{name}={raw!r} in the environment")
     return None
+
+
+def under_torchrun(environ: dict[str, str] | None = None) -> bool:
+    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID for each it starts):
+    torchrun stops the whole group as soon as one process exits non-zero."""
+    import os
+
+    env = os.environ if environ is None else environ
+    return bool(env.get("TORCHELASTIC_RUN_ID"))

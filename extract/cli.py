@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -114,6 +113,7 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
     Example: actrec extract videos/ -o feats.h5 --backbone resnet18 --fps 5
     """
     from actrec.common.cache import partial_dir
+    from actrec.common.shards import under_torchrun
     from actrec.extract.config import ExtractConfig, shard_output
     from actrec.extract.run import run_extraction
 
@@ -173,9 +173,8 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         click.echo(f"{len(result.failed)} failed:", err=True)
         for vid, why in sorted(result.failed.items()):
             click.echo(f"  {vid}: {why}", err=True)
-        if shard is None and os.environ.get("TORCHELASTIC_RUN_ID"):
-            # torchrun stops every other process of the group as soon as one exits non-zero: a
-            # shard with one bad video would kill the shards still extracting
+        if shard is None and under_torchrun():
+            # a shard with one bad video would stop the shards still extracting
             click.echo(
                 "exit code 0 under torchrun, so that the other shards go on; the failed videos "
                 "are recorded in the shard, and `actrec merge` lists them",
