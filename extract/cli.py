@@ -173,8 +173,9 @@ def extract(source: Path, output: Path, backbone: str, weights: str, input_size,
         click.echo(f"{len(result.failed)} failed:", err=True)
         for vid, why in sorted(result.failed.items()):
             click.echo(f"  {vid}: {why}", err=True)
-        if shard is None and under_torchrun():
-            # a shard with one bad video would stop the shards still extracting
+        if shard is None and under_torchrun() and config.resolved_shard()[1] > 1:
+            # a shard with one bad video would stop the shards still extracting; a single
+            # process under torchrun has no other shard to stop, and exits 1 as anywhere else
             click.echo(
                 "exit code 0 under torchrun, so that the other shards go on; the failed videos "
                 "are recorded in the shard, and `actrec merge` lists them",

@@ -480,3 +480,29 @@ def test_shard_from_the_launcher(env, expected, monkeypatch, tmp_path):
     assert ExtractConfig(
         source=tmp_path, output=tmp_path / "f.h5", shard="1/3"
     ).resolved_shard() == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "env, shard, code",
+    [
+        ({}, None, 1),  # no launcher
+        ({"RANK": "0", "WORLD_SIZE": "2"}, None, 1),  # the variables alone: not torchrun
+        ({"TORCHELASTIC_RUN_ID": "r", "RANK": "0", "WORLD_SIZE": "1"}, None, 1),  # no other shard
+        ({"TORCHELASTIC_RUN_ID": "r", "RANK": "0", "WORLD_SIZE": "2"}, None, 0),
+        ({"TORCHELASTIC_RUN_ID": "r", "RANK": "1", "WORLD_SIZE": "2"}, None, 0),
+        ({"TORCHELASTIC_RUN_ID": "r", "RANK": "0", "WORLD_SIZE": "2"}, "0/1", 1),  # --shard rules
+    ],
+)
+def test_exit_code_of_failed_videos_by_launcher(env, shard, code, band_files, tmp_path):
+    """A shard under torchrun with failed videos exits 0, so that torchrun does not stop the other
+    shards; everywhere else failed videos give exit code 1."""
+    root = tmp_path / "src"
+    for name in ("a", "b", "c", "d"):  # every shard of two gets a broken file
+        (root / "x" / f"{name}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (root / "x" / f"{name}.mp4").write_bytes(b"\x00" * 64)
+    clean = {k: None for k in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "SLURM_NTASKS")}
+    args = ["extract", str(root), "-o", str(tmp_path / "c.h5"), *band_args(band_files)]
+    r = CliRunner().invoke(main, [*args, *(["--shard", shard] if shard else [])], env=clean | env)
+    assert r.exit_code == code, r.output
+    assert "failed:" in r.stderr
+    assert ("exit code 0 under torchrun" in r.stderr) == (code == 0)
