@@ -163,8 +163,9 @@ def bare_epoch_seconds(seqs, head: str, n_train: int) -> float:
     """The ceiling: a bare loop of the same shapes with nothing around it.
 
     Plain torch modules (projection 512->256 with its norm, the head's convolution blocks with
-    torch's batch norm, the recurrent layer and the LayerNorm over its outputs, the mean and the
-    maximum of those over time, a classifier), batches of 64 windows of 32 frames made in advance as float32 tensors, AdamW.
+    torch's batch norm, the recurrent layer's output added to its input and a LayerNorm over
+    that, the mean and the maximum of those over time, a classifier), batches of 64 windows of
+    32 frames made in advance as float32 tensors, AdamW.
     No normalisation, masking, clipping, bookkeeping or batch building: what one training pass
     costs at the least on this machine. Timed like ours: a whole pass after a warm-up pass.
     """
@@ -174,6 +175,7 @@ def bare_epoch_seconds(seqs, head: str, n_train: int) -> float:
     cell = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[head]
     defaults = inspect.signature(RecurrentHead).parameters
     blocks, norm = defaults["conv_blocks"].default, defaults["norm"].default
+    residual = defaults["residual"].default
     proj = torch.nn.Sequential(
         torch.nn.Linear(DIM, 256), torch.nn.LayerNorm(256), torch.nn.GELU(), torch.nn.Dropout(0.3)
     )
@@ -200,7 +202,8 @@ def bare_epoch_seconds(seqs, head: str, n_train: int) -> float:
             h = proj(xs[i % 8]).transpose(1, 2)  # (B, H, T)
             for block in convs:
                 h = h + block(h)
-            out = out_norm(rnn(h.transpose(1, 2))[0])  # (B, T, H)
+            h = h.transpose(1, 2)  # (B, T, H)
+            out = out_norm(rnn(h)[0] + h if residual else rnn(h)[0])  # (B, T, H)
             feats = torch.cat([out.mean(1), out.amax(1)], 1)  # (B, 2H)
             loss = F.cross_entropy(fc(feats), ys[i % 8])
             opt.zero_grad(set_to_none=True)

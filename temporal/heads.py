@@ -97,6 +97,9 @@ class Head(nn.Module):
     # True where the head averages long sequences down itself, after looking at every frame;
     # TemporalModel then hands it the whole sequence
     pools_time: bool = False
+    # raised when what a head computes changes but its weights keep their names and shapes: a
+    # run saved under another revision would load without complaint and predict something else
+    revision: int = 1
 
     def __init__(self, num_features: int, num_classes: int, dropout: float) -> None:
         super().__init__()
@@ -226,12 +229,22 @@ class RecurrentHead(Head):
     gave the classifier features on one scale and raised both heads on four of five real sets
     where they were weakest, OSULeaf by 7 to 10 points (docs/defaults.md).
 
+    The recurrence is residual (``residual``, as between the stacked LSTMs of GNMT, Wu et al.
+    2016): each step's output is added to the step it read, so the recurrence learns what the
+    blocks' local description misses, about the whole sequence so far, and the blocks get their
+    gradient straight from the pooling rather than through every step. The blocks alone see 19
+    steps; order beyond that is the recurrence's. On ArrowHead, the set where both heads stayed
+    below the 1-NN floor, it raised gru from 0.781 to 0.836 and lstm from 0.794 to 0.810
+    (docs/defaults.md).
+
     ``pool`` names what is pooled, side by side: ``mean`` and ``max`` over the last layer's
     outputs at every real step, ``last`` its final state(s), ``attn`` a learned weighting of the
     steps; ``conv_blocks`` 0 feeds the projection to the recurrence directly; ``norm`` False
-    pools the raw outputs. Padding is excluded from each: a sequence's feature is the same
-    alone or in a batch.
+    pools the raw outputs; ``residual`` False pools the outputs alone (0.5's head). Padding is
+    excluded from each: a sequence's feature is the same alone or in a batch.
     """
+
+    revision = 2  # 2: the residual recurrence (0.6); a run saved with another fails to load
 
     def __init__(
         self,
@@ -246,6 +259,7 @@ class RecurrentHead(Head):
         pool: tuple[str, ...] = ("mean", "max"),
         conv_blocks: int = 2,
         norm: bool = True,
+        residual: bool = True,
     ) -> None:
         directions = 2 if bidirectional else 1
         assert pool and set(pool) <= set(POOLS), f"pool must be some of {POOLS}, got {pool}"
@@ -263,6 +277,7 @@ class RecurrentHead(Head):
         self.directions = directions
         self.pool = tuple(pool)
         self.out_norm = nn.LayerNorm(hidden * directions) if norm else nn.Identity()
+        self.residual = residual
         self.convs, self.norms = residual_blocks(hidden, conv_blocks)
         self.act = nn.GELU()
         self.block_drop = nn.Dropout(dropout)
@@ -293,7 +308,10 @@ class RecurrentHead(Head):
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h, mask = self.steps(x, mask)  # (B, T, H)
-        out = self.out_norm(self.outputs(h, mask))  # (B, T, dirs * H), each step on its own
+        out = self.outputs(h, mask)  # (B, T, dirs * H)
+        if self.residual:  # each direction's output plus the step it read
+            out = out + h.repeat(1, 1, self.directions)
+        out = self.out_norm(out)  # (B, T, dirs * H), each step on its own
         m = mask.unsqueeze(-1)  # (B, T, 1)
         feats = []
         for kind in self.pool:

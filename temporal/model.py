@@ -111,6 +111,7 @@ def save_checkpoint(path: Path, model: TemporalModel, meta: dict) -> None:
         "delta": model.delta,
         "max_len": model.max_len,
         "norm": model.norm,
+        "head_revision": getattr(model.head, "revision", 1),
         "actrec_version": __version__,
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -144,6 +145,9 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
             ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
         )  # fmt: skip
         model.load_state_dict(ckpt["state_dict"])
+        revision = getattr(model.head, "revision", 1)
+        if ckpt.get("head_revision", 1) != revision:  # the same weights, another computation
+            raise ValueError(f"head revision {ckpt.get('head_revision', 1)}, not {revision}")
     except (RuntimeError, TypeError, KeyError, ValueError) as e:  # the head's layers changed
         raise ActrecError(
             f"{path}: its {ckpt['head']!r} weights do not fit this version's {ckpt['head']!r} head "

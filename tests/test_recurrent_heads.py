@@ -20,10 +20,13 @@ def _batch(in_dim: int, lengths: list[int], seed: int = 0) -> tuple[torch.Tensor
 @pytest.mark.parametrize("cell", [torch.nn.GRU, torch.nn.LSTM])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("norm", [False, True])
-def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(cell, bidirectional, norm):
+@pytest.mark.parametrize("residual", [False, True])
+def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(
+    cell, bidirectional, norm, residual
+):
     torch.manual_seed(0)
     head = RecurrentHead(cell, 40, 3, hidden=8, layers=2, dropout=0.0, bidirectional=bidirectional,
-                         pool=POOLS, norm=norm).eval()  # fmt: skip
+                         pool=POOLS, norm=norm, residual=residual).eval()  # fmt: skip
     if norm:  # a norm that is not the identity at initialisation, so that its use is seen
         torch.nn.init.normal_(head.out_norm.weight)
         torch.nn.init.normal_(head.out_norm.bias)
@@ -34,6 +37,8 @@ def test_pooled_features_are_the_mean_and_max_of_each_sequence_alone(cell, bidir
         for i, n in enumerate(mask.sum(1).tolist()):
             h, _ = head.steps(x[i : i + 1, :n], mask[i : i + 1, :n])
             out = head.rnn(h)[0][0]  # (n, dirs * H): the sequence alone, no padding anywhere
+            if residual:  # each direction's output plus the block output it read
+                out = out + torch.cat([h[0]] * (2 if bidirectional else 1), -1)
             out = torch.nn.functional.layer_norm(
                 out, out.shape[-1:], head.out_norm.weight, head.out_norm.bias
             ) if norm else out  # fmt: skip
@@ -62,7 +67,8 @@ def test_bidirectional_outputs_over_uneven_lengths_equal_packing(cell):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_max_ignores_padding_when_every_real_output_is_negative(bidirectional):
     head = RecurrentHead(torch.nn.GRU, 3, 2, hidden=2, layers=1, dropout=0.0,
-                         bidirectional=bidirectional, pool=("mean", "max"), norm=False)  # fmt: skip
+                         bidirectional=bidirectional, pool=("mean", "max"), norm=False,
+                         residual=False)  # fmt: skip
     width = 2 * (2 if bidirectional else 1)
     real = -torch.arange(1.0, 7.0).reshape(3, 2).repeat(1, width // 2)  # (3, width), all < 0
     out = torch.zeros(2, 5, width)  # padding outputs are 0: above every real one

@@ -245,6 +245,26 @@ def test_a_run_whose_head_changed_since_is_one_line(gru_run, tmp_path):
         load_run(old)
 
 
+@pytest.mark.parametrize("revision", [None, 1, 3])
+def test_a_run_whose_head_computes_otherwise_with_the_same_weights_is_refused(
+    gru_run, tmp_path, revision
+):
+    # 0.5's gru had these very weights without the residual recurrence: loading them into 0.6's
+    # would predict something else without a word
+    old = tmp_path / "old_run"
+    shutil.copytree(gru_run, old)
+    ckpt = torch.load(old / "model.pt", weights_only=True)
+    assert ckpt["head_revision"] == 2
+    ckpt["actrec_version"] = "0.5.0"
+    if revision is None:  # saved before revisions were recorded
+        del ckpt["head_revision"]
+    else:
+        ckpt["head_revision"] = revision
+    torch.save(ckpt, old / "model.pt")
+    with pytest.raises(ActrecError, match="do not fit this version's 'gru' head.*0.5.0.*retrain"):
+        load_run(old)
+
+
 def test_predict_timeline_places_windows_at_their_centres(gru_run):
     run = load_run(gru_run)
     video = order_videos(n=1, seed=9)[0]  # 20..30 frames, forward

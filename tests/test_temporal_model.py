@@ -52,9 +52,9 @@ def test_unpacked_final_state_equals_packed(cell):
     from actrec.temporal.heads import RecurrentHead
 
     torch.manual_seed(0)
-    # the raw final state, as the packed recurrence returns it: no norm over it
+    # the raw final state, as the packed recurrence returns it: no norm, no residual
     head = RecurrentHead(cell, 5, 3, hidden=8, layers=2, dropout=0.0, bidirectional=False,
-                         pool=("last",), norm=False).eval()  # fmt: skip
+                         pool=("last",), norm=False, residual=False).eval()  # fmt: skip
     x = torch.randn(3, 6, 5)
     lengths = torch.tensor([6, 2, 4])
     mask = torch.arange(6)[None] < lengths[:, None]
