@@ -214,9 +214,9 @@ class MeanHead(Head):
 
 
 class RecurrentHead(Head):
-    """Projection, two residual convolution blocks, then a GRU or LSTM over every step; the
-    feature is the mean and the maximum of the recurrent outputs, each step layer-normalised,
-    over the real steps.
+    """Projection, two residual convolution blocks, then a residual GRU or LSTM over every step;
+    the feature is the mean and the maximum of the recurrent outputs (each added to the step it
+    read and layer-normalised) over the real steps.
 
     The recurrent network decides, as in the convolutional-recurrent designs for sensor and
     activity series (DeepConvLSTM, Ordóñez and Roggen 2016): the blocks (tcn's first two:
@@ -464,8 +464,8 @@ def gru(
     in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
-    """Projection, two convolution blocks, then a GRU (1 layer by default) whose outputs at every
-    step are layer-normalised and pooled (mean and max)."""
+    """Projection, two convolution blocks, then a residual GRU (1 layer by default) whose outputs
+    at every step are layer-normalised and pooled (mean and max)."""
     return RecurrentHead(
         nn.GRU, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )
@@ -476,8 +476,8 @@ def lstm(
     in_dim: int, num_classes: int, hidden: int = 256, layers: int | None = None,
     dropout: float = 0.1, bidirectional: bool = False, max_len: int = 0,
 ) -> Head:  # fmt: skip
-    """Projection, two convolution blocks, then an LSTM (1 layer by default) whose outputs at
-    every step are layer-normalised and pooled (mean and max)."""
+    """Projection, two convolution blocks, then a residual LSTM (1 layer by default) whose
+    outputs at every step are layer-normalised and pooled (mean and max)."""
     return RecurrentHead(
         nn.LSTM, in_dim, num_classes, hidden, layers or 1, dropout, bidirectional, max_len
     )
