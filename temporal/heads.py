@@ -238,7 +238,8 @@ class RecurrentHead(Head):
     (docs/defaults.md).
 
     ``pool`` names what is pooled, side by side: ``mean`` and ``max`` over the last layer's
-    outputs at every real step, ``last`` its final state(s), ``attn`` a learned weighting of the
+    outputs at every real step, ``last`` those at each direction's final real step (its final
+    state, plus the residual and the norm where they are on), ``attn`` a learned weighting of the
     steps; ``conv_blocks`` 0 feeds the projection to the recurrence directly; ``norm`` False
     pools the raw outputs; ``residual`` False pools the outputs alone (0.5's head). Padding is
     excluded from each: a sequence's feature is the same alone or in a batch.
