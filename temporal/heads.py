@@ -310,8 +310,9 @@ class RecurrentHead(Head):
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h, mask = self.steps(x, mask)  # (B, T, H)
         out = self.outputs(h, mask)  # (B, T, dirs * H)
-        if self.residual:  # each direction's output plus the step it read
-            out = out + h.repeat(1, 1, self.directions)
+        if self.residual:  # each direction's output plus the step it read (broadcast, no copy)
+            b, t, _ = out.shape
+            out = (out.reshape(b, t, self.directions, -1) + h.unsqueeze(2)).reshape(b, t, -1)
         out = self.out_norm(out)  # (B, T, dirs * H), each step on its own
         m = mask.unsqueeze(-1)  # (B, T, 1)
         feats = []
