@@ -145,9 +145,9 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
             ckpt.get("max_len", 0), ckpt.get("norm", "dataset"),
         )  # fmt: skip
         model.load_state_dict(ckpt["state_dict"])
-        revision = getattr(model.head, "revision", 1)
-        if ckpt.get("head_revision", 1) != revision:  # the same weights, another computation
-            raise ValueError(f"head revision {ckpt.get('head_revision', 1)}, not {revision}")
+        saved, revision = ckpt.get("head_revision", 1), getattr(model.head, "revision", 1)
+        if saved != revision:  # the same weights, another computation
+            raise ValueError(f"head revision {saved}, not {revision}")
     except (RuntimeError, TypeError, KeyError, ValueError) as e:  # the head's layers changed
         raise ActrecError(
             f"{path}: its {ckpt['head']!r} weights do not fit this version's {ckpt['head']!r} head "

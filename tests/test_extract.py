@@ -497,8 +497,8 @@ def test_exit_code_of_failed_videos_by_launcher(env, shard, code, band_files, tm
     """A shard under torchrun with failed videos exits 0, so that torchrun does not stop the other
     shards; everywhere else failed videos give exit code 1."""
     root = tmp_path / "src"
+    (root / "x").mkdir(parents=True)
     for name in ("a", "b", "c", "d"):  # every shard of two gets a broken file
-        (root / "x" / f"{name}.mp4").parent.mkdir(parents=True, exist_ok=True)
         (root / "x" / f"{name}.mp4").write_bytes(b"\x00" * 64)
     clean = {k: None for k in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "SLURM_NTASKS")}
     args = ["extract", str(root), "-o", str(tmp_path / "c.h5"), *band_args(band_files)]
